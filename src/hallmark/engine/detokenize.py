@@ -1,0 +1,71 @@
+"""Incremental detokenization and stop strings for streaming.
+
+Tokens arrive one at a time as raw bytes (a UTF-8 character may span several tokens). Text is
+released only when it is certain: never half a character, and never text that could still turn
+out to be the start of a stop string.
+"""
+
+from __future__ import annotations
+
+import codecs
+
+
+class TextStream:
+    def __init__(self, stop: tuple[str, ...] = ()):
+        self.stop = stop
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._text = ""  # all decoded text so far (up to a stop string, once found)
+        self._released = 0  # how much of _text has been handed out
+        self.stop_found: str | None = None
+
+    @property
+    def text(self) -> str:
+        return self._text
+
+    def push(self, piece: bytes) -> str:
+        """Add one token's bytes; return the text that is now safe to release."""
+        if self.stop_found is not None:
+            return ""
+        new_text = self._decoder.decode(piece)
+        if not new_text:
+            return ""
+        search_from = max(0, len(self._text) - max((len(s) for s in self.stop), default=0) + 1)
+        self._text += new_text
+        if self.stop:
+            hit = self._earliest_stop(search_from)
+            if hit is not None:
+                at, stop = hit
+                self._text = self._text[:at]
+                self.stop_found = stop
+                return self._release(len(self._text))
+        return self._release(len(self._text) - self._held_back())
+
+    def finish(self) -> str:
+        """End of generation: release everything still held back (it was not a stop string)."""
+        if self.stop_found is None:
+            self._text += self._decoder.decode(b"", final=True)
+        return self._release(len(self._text))
+
+    def _earliest_stop(self, search_from: int) -> tuple[int, str] | None:
+        best: tuple[int, str] | None = None
+        for s in self.stop:
+            at = self._text.find(s, search_from)
+            if at != -1 and (best is None or at < best[0]):
+                best = (at, s)
+        return best
+
+    def _held_back(self) -> int:
+        """Length of the longest unreleased suffix that is a proper prefix of some stop string."""
+        pending = self._text[self._released :]
+        longest = 0
+        for s in self.stop:
+            for n in range(min(len(s) - 1, len(pending)), longest, -1):
+                if pending.endswith(s[:n]):
+                    longest = n
+                    break
+        return longest
+
+    def _release(self, upto: int) -> str:
+        out = self._text[self._released : upto]
+        self._released = max(self._released, upto)
+        return out

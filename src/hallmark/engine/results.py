@@ -1,0 +1,97 @@
+"""What generation returns: final results, stream chunks, timings and log-probabilities."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class TopLogprob:
+    token: int
+    text: str
+    logprob: float
+
+
+@dataclass
+class TokenLogprob:
+    token: int
+    text: str
+    logprob: float
+    top: list[TopLogprob] = field(default_factory=list)  # most likely first
+
+
+@dataclass
+class Timings:
+    """Per-response timings, named as llama.cpp's server names them."""
+
+    prompt_n: int
+    prompt_ms: float
+    predicted_n: int
+    predicted_ms: float
+
+    @property
+    def prompt_per_second(self) -> float:
+        return self.prompt_n / self.prompt_ms * 1e3 if self.prompt_ms > 0 else 0.0
+
+    @property
+    def predicted_per_second(self) -> float:
+        return self.predicted_n / self.predicted_ms * 1e3 if self.predicted_ms > 0 else 0.0
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            "prompt_n": self.prompt_n,
+            "prompt_ms": round(self.prompt_ms, 3),
+            "prompt_per_second": round(self.prompt_per_second, 2),
+            "predicted_n": self.predicted_n,
+            "predicted_ms": round(self.predicted_ms, 3),
+            "predicted_per_second": round(self.predicted_per_second, 2),
+        }
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    token_ids: list[int]
+    finish_reason: str  # OpenAI's: "stop" (EOS or a stop string) or "length" (max_tokens or context full)
+    stop_reason: str  # finer: "eos", "stop_string", "max_tokens" or "context_full"
+    prompt_tokens: int
+    timings: Timings
+    model: str
+    seed: int | None = None  # None for greedy decoding, which uses no randomness
+    stop_string: str | None = None
+    logprobs: list[TokenLogprob] | None = None
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.token_ids)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "model": self.model,
+            "text": self.text,
+            "finish_reason": self.finish_reason,
+            "stop_reason": self.stop_reason,
+            "stop_string": self.stop_string,
+            "seed": self.seed,
+            "usage": {
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+                "total_tokens": self.prompt_tokens + self.completion_tokens,
+            },
+            "tokens": self.token_ids,
+            "timings": self.timings.to_dict(),
+        }
+        if self.logprobs is not None:
+            out["logprobs"] = [asdict(lp) for lp in self.logprobs]
+        return out
+
+
+@dataclass
+class StreamChunk:
+    """One step of a stream: newly released text; the last chunk also carries `final`."""
+
+    text: str
+    token_ids: list[int]
+    logprobs: list[TokenLogprob] | None = None
+    final: GenerationResult | None = None

@@ -1,0 +1,119 @@
+"""Turn next-token logits into a token: logit bias, penalties, temperature, top-k, top-p, min-p.
+
+Order of the chain (as in Hugging Face and vLLM): bias and penalties on the raw logits, then
+temperature, then the top-k / top-p / min-p filters, then a draw from the seeded generator.
+Log-probabilities reported to the user are those of the raw model distribution (vLLM's
+"raw_logprobs"), so they do not depend on the sampling settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+import numpy as np
+
+from hallmark.engine.sampling import SamplingParams
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits.astype(np.float64) - float(np.max(logits))
+    return shifted - np.log(np.sum(np.exp(shifted)))
+
+
+def token_logprob(logits: np.ndarray, token: int, n_top: int) -> tuple[float, list[tuple[int, float]]]:
+    """The token's log-probability and the `n_top` most likely (token, logprob) pairs, best first."""
+    lp = log_softmax(logits)
+    top: list[tuple[int, float]] = []
+    if n_top > 0:
+        idx = np.argpartition(-lp, n_top - 1)[:n_top]
+        idx = idx[np.argsort(-lp[idx], kind="stable")]
+        top = [(int(i), float(lp[i])) for i in idx]
+    return float(lp[token]), top
+
+
+class Sampler:
+    """Per-sequence sampler: owns the sequence's random generator, so batching never changes draws."""
+
+    def __init__(self, params: SamplingParams, seed: int):
+        self.params = params
+        self.rng = np.random.default_rng(seed)
+        self._bias_ids: np.ndarray | None = None
+        self._bias_vals: np.ndarray | None = None
+        if params.logit_bias:
+            self._bias_ids = np.fromiter(params.logit_bias.keys(), dtype=np.int64)
+            self._bias_vals = np.fromiter(params.logit_bias.values(), dtype=np.float32)
+
+    def _needs_processing(self) -> bool:
+        p = self.params
+        return (
+            self._bias_ids is not None
+            or p.repetition_penalty != 1.0
+            or p.presence_penalty != 0.0
+            or p.frequency_penalty != 0.0
+        )
+
+    def process(self, logits: np.ndarray, context: Sequence[int], n_generated: int) -> np.ndarray:
+        """Apply logit bias and penalties. Returns a new array; `logits` is never modified."""
+        p = self.params
+        x = np.array(logits, dtype=np.float32, copy=True)
+        if self._bias_ids is not None:
+            if int(self._bias_ids.max()) >= x.shape[0]:
+                # Validated against the vocabulary by the caller; guard against silent wrap-around.
+                raise IndexError("logit_bias token id out of vocabulary range")
+            x[self._bias_ids] += self._bias_vals
+        if p.repetition_penalty != 1.0 and p.repeat_last_n > 0 and context:
+            recent = np.unique(np.asarray(context[-p.repeat_last_n :], dtype=np.int64))
+            vals = x[recent]
+            x[recent] = np.where(vals > 0, vals / p.repetition_penalty, vals * p.repetition_penalty)
+        if (p.presence_penalty != 0.0 or p.frequency_penalty != 0.0) and n_generated > 0:
+            # OpenAI semantics: only the tokens generated so far count.
+            ids, counts = np.unique(np.asarray(context[-n_generated:], dtype=np.int64), return_counts=True)
+            x[ids] -= p.presence_penalty + p.frequency_penalty * counts.astype(np.float32)
+        return x
+
+    def sample(self, logits: np.ndarray, context: Sequence[int], n_generated: int) -> int:
+        """Choose the next token. `logits` may be a read-only view into the backend's buffer."""
+        x = self.process(logits, context, n_generated) if self._needs_processing() else logits
+        p = self.params
+        if p.greedy:
+            return int(np.argmax(x))
+        candidates, probs = self.filtered_distribution(x)
+        return int(candidates[self._draw(probs)])
+
+    def filtered_distribution(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids (most likely first) and their renormalised probabilities after temperature and filters."""
+        p = self.params
+        n_vocab = x.shape[0]
+        z = x.astype(np.float64) / p.temperature
+        weights = np.exp(z - z.max())
+        if 0 < p.top_k < n_vocab:
+            cand = self._top_k_ids(z, p.top_k)
+            base_mass = weights[cand].sum()  # top-p then acts on the renormalised top-k distribution
+        else:
+            base_mass = weights.sum()
+            k = n_vocab
+            if p.top_p < 1.0:
+                # Nucleus over the full vocabulary without sorting all of it: grow a partial sort until
+                # it holds top_p of the mass. Exact, and avoids a 262k-element argsort per token.
+                k = min(64, n_vocab)
+                while k < n_vocab and weights[self._top_k_ids(z, k)].sum() < p.top_p * base_mass:
+                    k = min(k * 4, n_vocab)
+            cand = self._top_k_ids(z, k)
+        cand_weights = weights[cand]
+        if p.top_p < 1.0:
+            keep = int(np.searchsorted(np.cumsum(cand_weights), p.top_p * base_mass, side="left")) + 1
+            cand, cand_weights = cand[:keep], cand_weights[:keep]
+        probs = cand_weights / cand_weights.sum()
+        if p.min_p > 0.0:
+            mask = probs >= p.min_p * probs[0]
+            cand, probs = cand[mask], probs[mask]
+        return cand, probs / probs.sum()
+
+    @staticmethod
+    def _top_k_ids(x: np.ndarray, k: int) -> np.ndarray:
+        ids = np.arange(x.shape[0]) if k >= x.shape[0] else np.argpartition(-x, k - 1)[:k]
+        return ids[np.argsort(-x[ids], kind="stable")]
+
+    def _draw(self, probs: np.ndarray) -> int:
+        r = self.rng.random()
+        idx = int(np.searchsorted(np.cumsum(probs), r, side="right"))
+        return min(idx, probs.shape[0] - 1)

@@ -1,0 +1,108 @@
+"""Sampling parameters: one typed, validated dataclass shared by the API, the CLI and the server.
+
+Each field's `metadata["help"]` is the CLI flag's help text, so the flags are derived from this
+class and cannot drift from it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from hallmark.errors import InvalidSamplingError
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    # Defaults follow llama.cpp's, which suit small local models better than OpenAI's.
+    temperature: float = field(default=0.8, metadata=_help("0 = greedy (deterministic, unwatermarkable)."))
+    top_k: int = field(default=40, metadata=_help("Keep the k most likely tokens; 0 = all."))
+    top_p: float = field(default=0.95, metadata=_help("Nucleus sampling mass, in (0, 1]; 1 = off."))
+    min_p: float = field(default=0.05, metadata=_help("Drop tokens below min_p x the top probability; 0 = off."))
+    repetition_penalty: float = field(
+        default=1.0, metadata=_help("CTRL-style penalty on the last `repeat_last_n` tokens; 1 = off.")
+    )
+    repeat_last_n: int = field(default=64, metadata=_help("Window of recent tokens the repetition penalty sees."))
+    presence_penalty: float = field(default=0.0, metadata=_help("OpenAI presence penalty, in [-2, 2]."))
+    frequency_penalty: float = field(default=0.0, metadata=_help("OpenAI frequency penalty, in [-2, 2]."))
+    logit_bias: dict[int, float] | None = field(
+        default=None, metadata=_help("Token id -> bias added to its logit (-100 bans, +100 forces).")
+    )
+    seed: int | None = field(default=None, metadata=_help("Random seed; the same seed and request give the same output."))
+    max_tokens: int | None = field(default=256, metadata=_help("Most tokens to generate; none = until the context is full."))
+    stop: tuple[str, ...] = field(default=(), metadata=_help("Stop strings; generation ends before them."))
+    logprobs: int | None = field(
+        default=None, metadata=_help("Return each token's log-probability and this many top alternatives (0-20).")
+    )
+    ignore_eos: bool = field(default=False, metadata=_help("Keep generating past the end-of-sequence token."))
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stop, str):
+            object.__setattr__(self, "stop", (self.stop,))
+        else:
+            object.__setattr__(self, "stop", tuple(self.stop))
+        self._validate()
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+    def _validate(self) -> None:
+        def fail(message: str) -> None:
+            raise InvalidSamplingError(message)
+
+        for name in ("temperature", "top_p", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+                fail(f"{name} must be a finite number, got {value!r}")
+        if self.temperature < 0:
+            fail(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            fail(f"top_p must be in (0, 1], got {self.top_p}")
+        if not 0 <= self.min_p <= 1:
+            fail(f"min_p must be in [0, 1], got {self.min_p}")
+        if self.repetition_penalty <= 0:
+            fail(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if not -2 <= getattr(self, name) <= 2:
+                fail(f"{name} must be in [-2, 2], got {getattr(self, name)}")
+        if not isinstance(self.top_k, int) or self.top_k < 0:
+            fail(f"top_k must be an integer >= 0, got {self.top_k!r}")
+        if not isinstance(self.repeat_last_n, int) or self.repeat_last_n < 0:
+            fail(f"repeat_last_n must be an integer >= 0, got {self.repeat_last_n!r}")
+        if self.max_tokens is not None and (not isinstance(self.max_tokens, int) or self.max_tokens < 1):
+            fail(f"max_tokens must be an integer >= 1, got {self.max_tokens!r}")
+        if self.seed is not None and (not isinstance(self.seed, int) or self.seed < 0):
+            fail(f"seed must be an integer >= 0, got {self.seed!r}")
+        if self.logprobs is not None and (not isinstance(self.logprobs, int) or not 0 <= self.logprobs <= 20):
+            fail(f"logprobs must be an integer in [0, 20], got {self.logprobs!r}")
+        for s in self.stop:
+            if not isinstance(s, str) or not s:
+                fail(f"stop strings must be non-empty strings, got {s!r}")
+        if self.logit_bias is not None:
+            for token, bias in self.logit_bias.items():
+                if not isinstance(token, int) or token < 0:
+                    fail(f"logit_bias keys must be token ids (integers >= 0), got {token!r}")
+                if not isinstance(bias, int | float) or not -100 <= bias <= 100:
+                    fail(f"logit_bias values must be numbers in [-100, 100], got {bias!r} for token {token}")
+
+    def with_overrides(self, **overrides: Any) -> SamplingParams:
+        """A copy with the given fields changed; unknown names are an error, not ignored."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise InvalidSamplingError(
+                f"unknown sampling option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        return replace(self, **overrides)
+
+
+def sampling_params(params: SamplingParams | None = None, **overrides: Any) -> SamplingParams:
+    """Build validated parameters from an optional base and keyword overrides."""
+    base = params or SamplingParams()
+    return base.with_overrides(**overrides) if overrides else base

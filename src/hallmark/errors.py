@@ -1,0 +1,44 @@
+"""Exception types. Every error hallmark raises on bad input is a `HallmarkError`.
+
+The CLI prints `error: <message>` for these and exits non-zero; anything else is a bug.
+"""
+
+
+class HallmarkError(Exception):
+    """Base class for errors caused by bad input or a bad environment, not by a bug."""
+
+
+class UnknownModelError(HallmarkError, LookupError):
+    """A model name that is neither in the catalog nor a path to a .gguf file."""
+
+
+class ModelNotInstalledError(HallmarkError):
+    """A catalog model whose PyPI package is not installed."""
+
+
+class ModelFileError(HallmarkError):
+    """A model file that is missing, unreadable, or not a valid GGUF file."""
+
+
+class PromptError(HallmarkError, ValueError):
+    """A prompt that cannot be generated from (empty, or too long for the context window)."""
+
+
+class ContextLengthError(PromptError):
+    """A prompt that does not fit in the model's context window."""
+
+    def __init__(self, prompt_tokens: int, n_ctx: int):
+        self.prompt_tokens = prompt_tokens
+        self.n_ctx = n_ctx
+        super().__init__(
+            f"prompt is {prompt_tokens} tokens but the context window is {n_ctx} tokens "
+            f"(at least 1 token must be left for the answer); shorten the prompt or raise --ctx-size"
+        )
+
+
+class InvalidSamplingError(HallmarkError, ValueError):
+    """A sampling parameter outside its valid range."""
+
+
+class ChatFormatError(HallmarkError, ValueError):
+    """Chat messages that are malformed or that the model's chat template rejects."""

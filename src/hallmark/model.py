@@ -1,0 +1,141 @@
+"""The Python API: `load()` a model, then `generate()` or `chat()` with it."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from hallmark.backends.base import BackendConfig
+from hallmark.backends.llamacpp import LlamaCppBackend
+from hallmark.catalog import DEFAULT_MODEL, CatalogEntry, resolve
+from hallmark.engine.chat import FALLBACK_STOP, render_chat
+from hallmark.engine.generate import Request, generate_stream
+from hallmark.engine.results import GenerationResult, StreamChunk
+from hallmark.engine.sampling import SamplingParams, sampling_params
+
+
+class Model:
+    """A loaded model. Not thread-safe: use one per thread, or the server's scheduler."""
+
+    def __init__(self, name: str, path: Path, backend: LlamaCppBackend, entry: CatalogEntry | None, load_seconds: float):
+        self.name = name
+        self.path = path
+        self.backend = backend
+        self.entry = entry
+        self.load_seconds = load_seconds
+        meta = backend.metadata()
+        self.chat_template: str | None = meta.get("tokenizer.chat_template") or None
+        self.architecture = meta.get("general.architecture", "unknown")
+
+    # -- tokens ---------------------------------------------------------------------------------
+    @property
+    def n_ctx(self) -> int:
+        return self.backend.n_ctx
+
+    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
+        return self.backend.tokenize(text, add_special=add_special, parse_special=True)
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return self.backend.detokenize(tokens)
+
+    # -- generation -----------------------------------------------------------------------------
+    def generate(
+        self, prompt: str, *, stream: bool = False, params: SamplingParams | None = None, **sampling: Any
+    ) -> GenerationResult | Iterator[StreamChunk]:
+        """Continue `prompt`. Keyword arguments are SamplingParams fields (temperature, seed, stop, ...).
+
+        With stream=True, returns an iterator of StreamChunk; the last one carries `.final`.
+        """
+        request = Request(self.tokenize(prompt), sampling_params(params, **sampling))
+        return self._run(request, stream)
+
+    def chat(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        stream: bool = False,
+        params: SamplingParams | None = None,
+        **sampling: Any,
+    ) -> GenerationResult | Iterator[StreamChunk]:
+        """Answer the last message of a conversation ([{"role": ..., "content": ...}, ...])."""
+        p = sampling_params(params, **sampling)
+        if not self.chat_template:
+            p = p.with_overrides(stop=tuple(p.stop) + FALLBACK_STOP)
+        return self._run(Request(self.chat_prompt_ids(messages), p), stream)
+
+    def generate_batch(
+        self, prompts: Sequence[str], *, params: SamplingParams | None = None, **sampling: Any
+    ) -> list[GenerationResult]:
+        """Generate for several prompts in one batch (one decode call per step for all of them)."""
+        p = sampling_params(params, **sampling)
+        requests = [Request(self.tokenize(text), p) for text in prompts]
+        results: list[GenerationResult | None] = [None] * len(requests)
+        for i, chunk in generate_stream(self.backend, requests, self.name):
+            if chunk.final is not None:
+                results[i] = chunk.final
+        return [r for r in results if r is not None]
+
+    def render_chat(self, messages: Sequence[Mapping[str, Any]]) -> str:
+        return render_chat(
+            messages,
+            self.chat_template,
+            bos_token=self.backend.token_text(self.backend.bos_token),
+            eos_token=self.backend.token_text(self.backend.eos_token),
+        )
+
+    def chat_prompt_ids(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
+        text = self.render_chat(messages)
+        bos = self.backend.token_text(self.backend.bos_token)
+        # Templates that write the BOS token themselves must not get a second one from the tokenizer.
+        add_special = not (bos and text.startswith(bos))
+        return self.tokenize(text, add_special=add_special)
+
+    def _run(self, request: Request, stream: bool) -> GenerationResult | Iterator[StreamChunk]:
+        chunks = (chunk for _, chunk in generate_stream(self.backend, [request], self.name))
+        if stream:
+            return chunks
+        for chunk in chunks:
+            if chunk.final is not None:
+                return chunk.final
+        raise AssertionError("generation ended without a final result")
+
+    # -- lifetime -------------------------------------------------------------------------------
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Model(name={self.name!r}, path={str(self.path)!r}, n_ctx={self.n_ctx})"
+
+
+def load(
+    name_or_path: str | os.PathLike[str] | None = None,
+    *,
+    n_ctx: int | None = None,
+    max_sequences: int = 1,
+    n_threads: int | None = None,
+    n_gpu_layers: int = 0,
+    flash_attn: bool = False,
+    show_progress: bool = True,
+) -> Model:
+    """Load a catalog model by name (default: $HALLMARK_MODEL or smollm2-135m-instruct) or a .gguf path."""
+    target = name_or_path if name_or_path is not None else os.environ.get("HALLMARK_MODEL", DEFAULT_MODEL)
+    resolved = resolve(target, show_progress=show_progress)
+    config = BackendConfig(
+        n_ctx=n_ctx,
+        max_sequences=max_sequences,
+        n_threads=n_threads,
+        n_gpu_layers=n_gpu_layers,
+        flash_attn=flash_attn,
+    )
+    t0 = time.perf_counter()
+    backend = LlamaCppBackend(resolved.path, config)
+    return Model(resolved.name, resolved.path, backend, resolved.entry, time.perf_counter() - t0)

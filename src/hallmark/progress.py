@@ -1,0 +1,24 @@
+"""Progress bars for long operations, on stderr so that stdout stays clean for --json."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from tqdm import tqdm
+
+
+@contextmanager
+def progress_bar(total: int, description: str, enabled: bool = True, unit: str = "B") -> Iterator[tqdm]:
+    with tqdm(
+        total=total,
+        desc=description,
+        unit=unit,
+        unit_scale=unit == "B",
+        unit_divisor=1024 if unit == "B" else 1000,
+        disable=not enabled,
+        file=sys.stderr,
+        leave=False,
+    ) as bar:
+        yield bar

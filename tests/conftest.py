@@ -1,0 +1,55 @@
+"""Shared fixtures: real models from their PyPI packages, loaded once per test session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import hallmark
+from hallmark.catalog import find_entry, model_path
+
+# Small contexts keep the KV caches (and the tests) light; every prompt here is short.
+TEST_CTX = 1024
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    return model_path(find_entry("smollm2-135m-instruct"), show_progress=False)
+
+
+@pytest.fixture(scope="session")
+def gemma_path() -> Path:
+    return model_path(find_entry("gemma-3-270m"), show_progress=False)
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_path: Path) -> hallmark.Model:
+    model = hallmark.load(smollm2_path, n_ctx=TEST_CTX, max_sequences=8, show_progress=False)
+    model.name = "smollm2-135m-instruct"
+    yield model
+    model.close()
+
+
+@pytest.fixture(scope="session")
+def gemma(gemma_path: Path) -> hallmark.Model:
+    model = hallmark.load("gemma-3-270m", n_ctx=TEST_CTX, show_progress=False)
+    yield model
+    model.close()
+
+
+def run_cli(*args: str, stdin: str | None = None, env: dict[str, str] | None = None, timeout: float = 120):
+    """Run `python -m hallmark ARGS` as a real subprocess."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("HALLMARK_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "hallmark", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+    )

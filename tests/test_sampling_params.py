@@ -1,0 +1,40 @@
+import pytest
+
+from hallmark import InvalidSamplingError, SamplingParams
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("temperature", -0.1, "temperature must be >= 0"),
+        ("temperature", float("nan"), "temperature must be a finite number"),
+        ("top_p", 0.0, "top_p must be in (0, 1]"),
+        ("top_p", 1.5, "top_p must be in (0, 1]"),
+        ("min_p", -0.1, "min_p must be in [0, 1]"),
+        ("top_k", -1, "top_k must be an integer >= 0"),
+        ("repetition_penalty", 0.0, "repetition_penalty must be > 0"),
+        ("presence_penalty", 2.5, "presence_penalty must be in [-2, 2]"),
+        ("frequency_penalty", -3.0, "frequency_penalty must be in [-2, 2]"),
+        ("max_tokens", 0, "max_tokens must be an integer >= 1"),
+        ("seed", -5, "seed must be an integer >= 0"),
+        ("logprobs", 21, "logprobs must be an integer in [0, 20]"),
+        ("stop", ("",), "stop strings must be non-empty strings"),
+        ("logit_bias", {5: 101.0}, "logit_bias values must be numbers in [-100, 100]"),
+        ("logit_bias", {-1: 1.0}, "logit_bias keys must be token ids"),
+    ],
+)
+def test_invalid_values_raise_specific_error(field, value, message):
+    with pytest.raises(InvalidSamplingError) as excinfo:
+        SamplingParams(**{field: value})
+    assert message in str(excinfo.value)
+
+
+def test_unknown_option_is_an_error_not_ignored():
+    with pytest.raises(InvalidSamplingError, match="unknown sampling option.*temprature"):
+        SamplingParams().with_overrides(temprature=0.5)
+
+
+def test_single_stop_string_becomes_tuple():
+    assert SamplingParams(stop="\n").stop == ("\n",)
+    assert SamplingParams(temperature=0).greedy
+    assert not SamplingParams(temperature=0.1).greedy
