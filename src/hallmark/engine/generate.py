@@ -29,7 +29,9 @@ def new_seed() -> int:
     return secrets.randbits(63)
 
 
-def generate_stream(backend: Backend, requests: list[Request], model_name: str) -> Iterator[tuple[int, StreamChunk]]:
+def generate_stream(
+    backend: Backend, requests: list[Request], model_name: str
+) -> Iterator[tuple[int, StreamChunk]]:
     """Run requests to completion together; yields (request index, chunk) as text is released.
 
     Each request's last chunk carries its final result. Sequences that finish early drop out of

@@ -9,6 +9,7 @@ Log-probabilities reported to the user are those of the raw model distribution (
 from __future__ import annotations
 
 from collections.abc import Sequence
+
 import numpy as np
 
 from hallmark.engine.sampling import SamplingParams
@@ -80,7 +81,7 @@ class Sampler:
         return int(candidates[self._draw(probs)])
 
     def filtered_distribution(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Token ids (most likely first) and their renormalised probabilities after temperature and filters."""
+        """Token ids (most likely first) and renormalised probabilities after temperature and filters."""
         p = self.params
         n_vocab = x.shape[0]
         z = x.astype(np.float64) / p.temperature

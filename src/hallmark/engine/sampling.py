@@ -23,21 +23,30 @@ class SamplingParams:
     temperature: float = field(default=0.8, metadata=_help("0 = greedy (deterministic, unwatermarkable)."))
     top_k: int = field(default=40, metadata=_help("Keep the k most likely tokens; 0 = all."))
     top_p: float = field(default=0.95, metadata=_help("Nucleus sampling mass, in (0, 1]; 1 = off."))
-    min_p: float = field(default=0.05, metadata=_help("Drop tokens below min_p x the top probability; 0 = off."))
+    min_p: float = field(
+        default=0.05, metadata=_help("Drop tokens below min_p x the top probability; 0 = off.")
+    )
     repetition_penalty: float = field(
         default=1.0, metadata=_help("CTRL-style penalty on the last `repeat_last_n` tokens; 1 = off.")
     )
-    repeat_last_n: int = field(default=64, metadata=_help("Window of recent tokens the repetition penalty sees."))
+    repeat_last_n: int = field(
+        default=64, metadata=_help("Window of recent tokens the repetition penalty sees.")
+    )
     presence_penalty: float = field(default=0.0, metadata=_help("OpenAI presence penalty, in [-2, 2]."))
     frequency_penalty: float = field(default=0.0, metadata=_help("OpenAI frequency penalty, in [-2, 2]."))
     logit_bias: dict[int, float] | None = field(
         default=None, metadata=_help("Token id -> bias added to its logit (-100 bans, +100 forces).")
     )
-    seed: int | None = field(default=None, metadata=_help("Random seed; the same seed and request give the same output."))
-    max_tokens: int | None = field(default=256, metadata=_help("Most tokens to generate; none = until the context is full."))
+    seed: int | None = field(
+        default=None, metadata=_help("Random seed; the same seed and request give the same output.")
+    )
+    max_tokens: int | None = field(
+        default=256, metadata=_help("Most tokens to generate; none = until the context is full.")
+    )
     stop: tuple[str, ...] = field(default=(), metadata=_help("Stop strings; generation ends before them."))
     logprobs: int | None = field(
-        default=None, metadata=_help("Return each token's log-probability and this many top alternatives (0-20).")
+        default=None,
+        metadata=_help("Return each token's log-probability and this many top alternatives (0-20)."),
     )
     ignore_eos: bool = field(default=False, metadata=_help("Keep generating past the end-of-sequence token."))
 
@@ -56,7 +65,14 @@ class SamplingParams:
         def fail(message: str) -> None:
             raise InvalidSamplingError(message)
 
-        for name in ("temperature", "top_p", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty"):
+        for name in (
+            "temperature",
+            "top_p",
+            "min_p",
+            "repetition_penalty",
+            "presence_penalty",
+            "frequency_penalty",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
                 fail(f"{name} must be a finite number, got {value!r}")

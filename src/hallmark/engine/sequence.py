@@ -29,8 +29,9 @@ class Sequence:
         if len(prompt_ids) >= backend.n_ctx:
             raise ContextLengthError(len(prompt_ids), backend.n_ctx)
         if params.logit_bias and max(params.logit_bias) >= backend.n_vocab:
+            worst = max(params.logit_bias)
             raise InvalidSamplingError(
-                f"logit_bias token id {max(params.logit_bias)} is outside the vocabulary (size {backend.n_vocab})"
+                f"logit_bias token id {worst} is outside the vocabulary (size {backend.n_vocab})"
             )
         self.slot = slot
         self.prompt_ids = prompt_ids

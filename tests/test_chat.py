@@ -1,0 +1,89 @@
+import pytest
+
+from hallmark import ChatFormatError
+from hallmark.engine.chat import FALLBACK_TEMPLATE, render_chat
+
+SMOLLM2_DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+
+
+def test_smollm2_template_renders_chatml_exactly(smollm2):
+    messages = [
+        {"role": "user", "content": "Hi there"},
+        {"role": "assistant", "content": "Hello! How can I help?"},
+        {"role": "user", "content": "Name a colour."},
+    ]
+    assert smollm2.render_chat(messages) == (
+        f"<|im_start|>system\n{SMOLLM2_DEFAULT_SYSTEM}<|im_end|>\n"
+        "<|im_start|>user\nHi there<|im_end|>\n"
+        "<|im_start|>assistant\nHello! How can I help?<|im_end|>\n"
+        "<|im_start|>user\nName a colour.<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+
+
+def test_smollm2_system_prompt_replaces_default(smollm2):
+    text = smollm2.render_chat(
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    )
+    assert (
+        text
+        == "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert SMOLLM2_DEFAULT_SYSTEM not in text
+
+
+def test_chat_special_tokens_are_single_tokens(smollm2):
+    ids = smollm2.chat_prompt_ids([{"role": "user", "content": "Hi"}])
+    im_start = smollm2.tokenize("<|im_start|>", add_special=False)
+    assert len(im_start) == 1 and ids[0] == im_start[0]
+
+
+def test_chat_answers_and_stops_at_end_of_turn(smollm2):
+    r = smollm2.chat([{"role": "user", "content": "What is 2+2?"}], temperature=0, max_tokens=64)
+    assert "4" in r.text
+    assert r.finish_reason == "stop" and r.stop_reason == "eos"
+    assert "<|im_end|>" not in r.text
+
+
+def test_base_model_uses_documented_plain_fallback(gemma):
+    assert gemma.chat_template is None
+    text = gemma.render_chat(
+        [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello."},
+            {"role": "user", "content": "Bye"},
+        ]
+    )
+    assert text == "You are terse.\n\nUser: Hi\nAssistant: Hello.\nUser: Bye\nAssistant:"
+    r = gemma.chat([{"role": "user", "content": "Say hello."}], temperature=0, max_tokens=48)
+    assert "\nUser:" not in r.text  # the fallback's turn marker is a stop string
+
+
+@pytest.mark.parametrize(
+    ("messages", "message"),
+    [
+        ([], "messages is empty"),
+        ("hello", "must be a list"),
+        ([{"role": "robot", "content": "x"}], "role must be one of"),
+        ([{"role": "user", "content": 5}], "content must be a string"),
+        (["not a dict"], "not an object"),
+    ],
+)
+def test_malformed_messages_are_rejected(messages, message):
+    with pytest.raises(ChatFormatError, match=message):
+        render_chat(messages, FALLBACK_TEMPLATE)
+
+
+def test_template_raise_exception_becomes_chat_format_error():
+    template = (
+        "{% if messages[0]['role'] != 'user' %}"
+        "{{ raise_exception('first message must be from the user') }}{% endif %}"
+    )
+    with pytest.raises(ChatFormatError, match="first message must be from the user"):
+        render_chat([{"role": "assistant", "content": "x"}], template)
+
+
+def test_broken_template_is_a_clear_error():
+    with pytest.raises(ChatFormatError, match="does not parse"):
+        render_chat([{"role": "user", "content": "x"}], "{% for m in messages %}")
