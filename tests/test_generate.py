@@ -15,10 +15,16 @@ from tests.conftest import TEST_CTX
 PROMPT = "The history of the printing press begins"
 
 
-def _reference_greedy(path, prompt: str, n_tokens: int, n_threads: int) -> tuple[list[int], list[int]]:
+def _reference_greedy(model: hallmark.Model, prompt: str, n_tokens: int) -> tuple[list[int], list[int]]:
     """Greedy tokens from llama-cpp-python's high-level Llama API (its own sampler chain)."""
+    n_threads = model.backend.n_threads
     llm = Llama(
-        model_path=str(path), n_ctx=TEST_CTX, n_threads=n_threads, n_threads_batch=n_threads, verbose=False
+        model_path=str(model.path),
+        n_ctx=TEST_CTX,
+        n_threads=n_threads,
+        n_threads_batch=n_threads,
+        flash_attn=model.backend.flash_attn,
+        verbose=False,
     )
     try:
         prompt_ids = llm.tokenize(prompt.encode(), add_bos=True, special=True)
@@ -37,7 +43,7 @@ def _reference_greedy(path, prompt: str, n_tokens: int, n_threads: int) -> tuple
 @pytest.mark.parametrize("model_fixture", ["smollm2", "gemma"])
 def test_greedy_matches_llama_cpp_python_token_for_token(model_fixture, request):
     model: hallmark.Model = request.getfixturevalue(model_fixture)
-    ref_prompt, ref_tokens = _reference_greedy(model.path, PROMPT, 64, model.backend.n_threads)
+    ref_prompt, ref_tokens = _reference_greedy(model, PROMPT, 64)
     assert model.tokenize(PROMPT) == ref_prompt
     result = model.generate(PROMPT, temperature=0, max_tokens=64)
     assert len(ref_tokens) == 64, "the reference should not stop early on this prompt"

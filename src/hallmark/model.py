@@ -15,6 +15,7 @@ from hallmark.engine.chat import FALLBACK_STOP, render_chat
 from hallmark.engine.generate import Request, generate_stream
 from hallmark.engine.results import GenerationResult, StreamChunk
 from hallmark.engine.sampling import SamplingParams, sampling_params
+from hallmark.errors import PromptError
 
 
 class Model:
@@ -45,13 +46,19 @@ class Model:
 
     # -- generation -----------------------------------------------------------------------------
     def generate(
-        self, prompt: str, *, stream: bool = False, params: SamplingParams | None = None, **sampling: Any
+        self,
+        prompt: str | Sequence[int],
+        *,
+        stream: bool = False,
+        params: SamplingParams | None = None,
+        **sampling: Any,
     ) -> GenerationResult | Iterator[StreamChunk]:
-        """Continue `prompt`. Keyword arguments are SamplingParams fields (temperature, seed, stop, ...).
+        """Continue `prompt` (text, or token ids used as they are).
 
+        Keyword arguments are SamplingParams fields (temperature, seed, stop, max_tokens, ...).
         With stream=True, returns an iterator of StreamChunk; the last one carries `.final`.
         """
-        request = Request(self.tokenize(prompt), sampling_params(params, **sampling))
+        request = Request(self._prompt_ids(prompt), sampling_params(params, **sampling))
         return self._run(request, stream)
 
     def chat(
@@ -69,11 +76,11 @@ class Model:
         return self._run(Request(self.chat_prompt_ids(messages), p), stream)
 
     def generate_batch(
-        self, prompts: Sequence[str], *, params: SamplingParams | None = None, **sampling: Any
+        self, prompts: Sequence[str | Sequence[int]], *, params: SamplingParams | None = None, **sampling: Any
     ) -> list[GenerationResult]:
         """Generate for several prompts in one batch (one decode call per step for all of them)."""
         p = sampling_params(params, **sampling)
-        requests = [Request(self.tokenize(text), p) for text in prompts]
+        requests = [Request(self._prompt_ids(prompt), p) for prompt in prompts]
         results: list[GenerationResult | None] = [None] * len(requests)
         for i, chunk in generate_stream(self.backend, requests, self.name):
             if chunk.final is not None:
@@ -94,6 +101,15 @@ class Model:
         # Templates that write the BOS token themselves must not get a second one from the tokenizer.
         add_special = not (bos and text.startswith(bos))
         return self.tokenize(text, add_special=add_special)
+
+    def _prompt_ids(self, prompt: str | Sequence[int]) -> list[int]:
+        if isinstance(prompt, str):
+            return self.tokenize(prompt)
+        ids = [int(t) for t in prompt]
+        bad = [t for t in ids if not 0 <= t < self.backend.n_vocab]
+        if bad:
+            raise PromptError(f"prompt token id {bad[0]} is outside the vocabulary (size {self.backend.n_vocab})")
+        return ids
 
     def _run(self, request: Request, stream: bool) -> GenerationResult | Iterator[StreamChunk]:
         chunks = (chunk for _, chunk in generate_stream(self.backend, [request], self.name))
@@ -125,7 +141,7 @@ def load(
     max_sequences: int = 1,
     n_threads: int | None = None,
     n_gpu_layers: int = 0,
-    flash_attn: bool = False,
+    flash_attn: bool = True,
     show_progress: bool = True,
 ) -> Model:
     """Load a catalog model by name (default: $HALLMARK_MODEL or smollm2-135m-instruct) or a .gguf path."""

@@ -21,7 +21,8 @@ class BackendConfig:
     n_threads: int | None = None  # None = every CPU this process may use
     n_batch: int = 2048  # most tokens evaluated in one llama_decode call
     n_gpu_layers: int = 0  # layers to offload where a GPU build of llama.cpp is installed; -1 = all
-    flash_attn: bool = False
+    # Flash attention: measured ~10% faster decode on CPU here, and llama.cpp's own default ('auto').
+    flash_attn: bool = True
 
 
 class Backend(Protocol):

@@ -144,6 +144,7 @@ class LlamaCppBackend:
         self.n_ctx = config.n_ctx or min(self.n_ctx_train, _DEFAULT_MAX_CTX)
         self.max_sequences = config.max_sequences
         self.n_threads = config.n_threads or default_threads()
+        self.flash_attn = config.flash_attn
         if self.n_ctx < 8:
             self.close()
             raise HallmarkError(f"context size must be at least 8 tokens, got {self.n_ctx}")
