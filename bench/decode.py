@@ -83,14 +83,22 @@ def worker_hallmark(model: str, threads: int, repeats: int) -> dict:
     for _ in range(repeats):
         decode.append((N_DECODE - 1) / (timed(prompt_ids, N_DECODE) - timed(prompt_ids, 1)))
         prefill.append(N_PREFILL / timed(long_ids, 1))
-    return {"load_s": load_s, "decode_tps": _median(decode), "prefill_tps": _median(prefill),
-            "decode_runs": decode, "prefill_runs": prefill, "peak_rss_mb": _peak_rss_mb()}
+    return {
+        "load_s": load_s,
+        "decode_tps": _median(decode),
+        "prefill_tps": _median(prefill),
+        "decode_runs": decode,
+        "prefill_runs": prefill,
+        "peak_rss_mb": _peak_rss_mb(),
+    }
 
 
 def worker_hallmark_batch(model: str, threads: int, repeats: int) -> dict:
     import hallmark
 
-    m = hallmark.load(model, n_ctx=1024, max_sequences=max(BATCH_SIZES), n_threads=threads, show_progress=False)
+    m = hallmark.load(
+        model, n_ctx=1024, max_sequences=max(BATCH_SIZES), n_threads=threads, show_progress=False
+    )
 
     def timed(prompts: list[str], n: int) -> float:
         t = time.perf_counter()
@@ -116,17 +124,22 @@ def worker_llama_cpp_python(model: str, threads: int, repeats: int) -> dict:
     t0 = time.perf_counter()
     # Same settings as hallmark's defaults (threads, flash attention), so that only the code above
     # llama.cpp differs.
-    llm = Llama(model_path=path, n_ctx=2048, n_batch=512, n_threads=threads, n_threads_batch=threads,
-                flash_attn=True, verbose=False)
+    llm = Llama(
+        model_path=path,
+        n_ctx=2048,
+        n_batch=512,
+        n_threads=threads,
+        n_threads_batch=threads,
+        flash_attn=True,
+        verbose=False,
+    )
     load_s = time.perf_counter() - t0
     prompt_ids = llm.tokenize(SHORT_PROMPTS[0].encode(), add_bos=True, special=True)
     long_ids = llm.tokenize(_long_text().encode(), add_bos=True, special=True)[:N_PREFILL]
 
     def timed(ids: list[int], n: int) -> float:
         t = time.perf_counter()
-        count = 0
-        for _ in llm.generate(ids, temp=0.0, top_k=1, repeat_penalty=1.0, reset=True):
-            count += 1
+        for count, _ in enumerate(llm.generate(ids, temp=0.0, top_k=1, repeat_penalty=1.0, reset=True), 1):
             if count == n:
                 break
         return time.perf_counter() - t
@@ -136,8 +149,14 @@ def worker_llama_cpp_python(model: str, threads: int, repeats: int) -> dict:
     for _ in range(repeats):
         decode.append((N_DECODE - 1) / (timed(prompt_ids, N_DECODE) - timed(prompt_ids, 1)))
         prefill.append(N_PREFILL / timed(long_ids, 1))
-    return {"load_s": load_s, "decode_tps": _median(decode), "prefill_tps": _median(prefill),
-            "decode_runs": decode, "prefill_runs": prefill, "peak_rss_mb": _peak_rss_mb()}
+    return {
+        "load_s": load_s,
+        "decode_tps": _median(decode),
+        "prefill_tps": _median(prefill),
+        "decode_runs": decode,
+        "prefill_runs": prefill,
+        "peak_rss_mb": _peak_rss_mb(),
+    }
 
 
 def worker_transformers(model: str, threads: int, repeats: int) -> dict:
@@ -159,8 +178,14 @@ def worker_transformers(model: str, threads: int, repeats: int) -> dict:
     def timed(input_ids, n: int) -> float:
         t = time.perf_counter()
         with torch.inference_mode():
-            out = hf.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), do_sample=False,
-                              max_new_tokens=n, min_new_tokens=n, pad_token_id=tok.eos_token_id)
+            out = hf.generate(
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                do_sample=False,
+                max_new_tokens=n,
+                min_new_tokens=n,
+                pad_token_id=tok.eos_token_id,
+            )
         assert out.shape[1] - input_ids.shape[1] == n
         return time.perf_counter() - t
 
@@ -169,9 +194,15 @@ def worker_transformers(model: str, threads: int, repeats: int) -> dict:
     for _ in range(repeats):
         decode.append((N_DECODE - 1) / (timed(prompt["input_ids"], N_DECODE) - timed(prompt["input_ids"], 1)))
         prefill.append(N_PREFILL / timed(long_ids, 1))
-    return {"load_s": load_s, "decode_tps": _median(decode), "prefill_tps": _median(prefill),
-            "decode_runs": decode, "prefill_runs": prefill, "peak_rss_mb": _peak_rss_mb(),
-            "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__}}
+    return {
+        "load_s": load_s,
+        "decode_tps": _median(decode),
+        "prefill_tps": _median(prefill),
+        "decode_runs": decode,
+        "prefill_runs": prefill,
+        "peak_rss_mb": _peak_rss_mb(),
+        "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__},
+    }
 
 
 WORKERS = {
@@ -186,12 +217,27 @@ WORKERS = {
 def run_worker(name: str, model: str, threads: int, repeats: int) -> dict:
     print(f"  {model}: {name} ...", file=sys.stderr, flush=True)
     proc = subprocess.run(
-        [sys.executable, __file__, "--worker", name, "--models", model, "--threads", str(threads),
-         "--repeats", str(repeats)],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            __file__,
+            "--worker",
+            name,
+            "--models",
+            model,
+            "--threads",
+            str(threads),
+            "--repeats",
+            str(repeats),
+        ],
+        capture_output=True,
+        text=True,
     )
     if proc.returncode != 0:
-        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
+        return {
+            "error": proc.stderr.strip().splitlines()[-1]
+            if proc.stderr.strip()
+            else f"exit {proc.returncode}"
+        }
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -209,23 +255,39 @@ def markdown(results: dict) -> str:
             if "error" in r:
                 lines.append(f"| {model} | {name} | error: {r['error'][:60]} | | | |")
                 continue
-            lines.append(f"| {model} | {name} | {r['decode_tps']:.1f} | {r['prefill_tps']:.0f} | "
-                         f"{r['load_s']:.2f} | {r['peak_rss_mb']:.0f} |")
+            lines.append(
+                f"| {model} | {name} | {r['decode_tps']:.1f} | {r['prefill_tps']:.0f} | "
+                f"{r['load_s']:.2f} | {r['peak_rss_mb']:.0f} |"
+            )
         ratios.append((model, systems.get("ratios", {})))
-    lines += ["", "| model | hallmark / llama-cpp-python decode | hallmark / transformers decode | "
-              "hallmark / llama-cpp-python prefill | 8-seq aggregate / batch 1 |", "|---|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "| model | hallmark / llama-cpp-python decode | hallmark / transformers decode | "
+        "hallmark / llama-cpp-python prefill | 8-seq aggregate / batch 1 |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for model, r in ratios:
-        def fmt(key: str) -> str:
+
+        def fmt(key: str, r: dict = r) -> str:
             return f"{r[key]:.2f}x" if key in r else "n/a"
-        lines.append(f"| {model} | {fmt('decode_vs_llama_cpp_python')} | {fmt('decode_vs_transformers')} | "
-                     f"{fmt('prefill_vs_llama_cpp_python')} | {fmt('batch8_vs_batch1')} |")
-    lines += ["", "| model | " + " | ".join(f"{b} seq" for b in BATCH_SIZES) + " |",
-              "|---|" + "---:|" * len(BATCH_SIZES)]
+
+        lines.append(
+            f"| {model} | {fmt('decode_vs_llama_cpp_python')} | {fmt('decode_vs_transformers')} | "
+            f"{fmt('prefill_vs_llama_cpp_python')} | {fmt('batch8_vs_batch1')} |"
+        )
+    lines += [
+        "",
+        "| model | " + " | ".join(f"{b} seq" for b in BATCH_SIZES) + " |",
+        "|---|" + "---:|" * len(BATCH_SIZES),
+    ]
     for model, systems in results["models"].items():
         batch = systems.get("hallmark_batch", {}).get("batch")
         if batch:
-            lines.append(f"| {model} (aggregate decode tok/s) | "
-                         + " | ".join(f"{batch[str(b)]['aggregate_decode_tps']:.1f}" for b in BATCH_SIZES) + " |")
+            lines.append(
+                f"| {model} (aggregate decode tok/s) | "
+                + " | ".join(f"{batch[str(b)]['aggregate_decode_tps']:.1f}" for b in BATCH_SIZES)
+                + " |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -248,13 +310,24 @@ def main() -> None:
     results: dict = {
         "benchmark": "decode",
         "date": time.strftime("%Y-%m-%d"),
-        "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
-                    "python": platform.python_version(), "llama_cpp_python": llama_cpp.__version__},
-        "settings": {"decode_tokens": N_DECODE, "prefill_tokens": N_PREFILL, "repeats": args.repeats,
-                     "greedy": True, "batch_sizes": list(BATCH_SIZES)},
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "threads": args.threads,
+            "python": platform.python_version(),
+            "llama_cpp_python": llama_cpp.__version__,
+        },
+        "settings": {
+            "decode_tokens": N_DECODE,
+            "prefill_tokens": N_PREFILL,
+            "repeats": args.repeats,
+            "greedy": True,
+            "batch_sizes": list(BATCH_SIZES),
+        },
         "models": {},
     }
-    systems = ["hallmark", "hallmark_batch", "llama_cpp_python"] + ([] if args.skip_transformers else ["transformers"])
+    systems = ["hallmark", "hallmark_batch", "llama_cpp_python"] + (
+        [] if args.skip_transformers else ["transformers"]
+    )
     for model in args.models.split(","):
         per = {name: run_worker(name, model, args.threads, args.repeats) for name in systems}
         ratios = {}
@@ -267,7 +340,9 @@ def main() -> None:
             ratios["prefill_vs_transformers"] = h["prefill_tps"] / hf["prefill_tps"]
         batch = per["hallmark_batch"].get("batch")
         if batch:
-            ratios["batch8_vs_batch1"] = batch["8"]["aggregate_decode_tps"] / batch["1"]["aggregate_decode_tps"]
+            ratios["batch8_vs_batch1"] = (
+                batch["8"]["aggregate_decode_tps"] / batch["1"]["aggregate_decode_tps"]
+            )
         per["ratios"] = ratios
         results["models"][model] = per
     out = Path(args.out)

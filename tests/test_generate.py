@@ -200,3 +200,39 @@ def test_logit_bias_forces_a_token(smollm2):
 def test_generate_batch_needs_enough_sequences(gemma):
     with pytest.raises(hallmark.HallmarkError, match="max_sequences=2"):
         gemma.generate_batch(["a", "b"], max_tokens=2)
+
+
+def test_interleaved_streams_do_not_share_kv_cache(smollm2):
+    prompts = ["The capital of France is", "def fibonacci(n):"]
+    expected = [smollm2.generate(p, temperature=0, max_tokens=12, ignore_eos=True).text for p in prompts]
+    streams = [
+        smollm2.generate(p, temperature=0, max_tokens=12, ignore_eos=True, stream=True) for p in prompts
+    ]
+    texts = ["", ""]
+    for chunk_a, chunk_b in zip(*streams, strict=True):  # one step of each, alternately
+        texts[0] += chunk_a.text
+        texts[1] += chunk_b.text
+    assert texts == expected
+
+
+def test_abandoned_stream_gives_its_slot_back(smollm2):
+    free_before = len(smollm2._free_slots)
+    stream = smollm2.generate(PROMPT, temperature=0, max_tokens=50, stream=True)
+    next(stream)
+    assert len(smollm2._free_slots) == free_before - 1
+    stream.close()
+    assert len(smollm2._free_slots) == free_before
+    fresh = smollm2.generate(PROMPT, temperature=0, max_tokens=8)
+    assert fresh.token_ids == smollm2.generate(PROMPT, temperature=0, max_tokens=8).token_ids
+
+
+def test_token_id_prompts(smollm2):
+    ids = smollm2.tokenize(PROMPT)
+    assert (
+        smollm2.generate(ids, temperature=0, max_tokens=8).text
+        == smollm2.generate(PROMPT, temperature=0, max_tokens=8).text
+    )
+    with pytest.raises(hallmark.PromptError, match="outside the vocabulary"):
+        smollm2.generate([1, 10**9])
+    with pytest.raises(hallmark.PromptError, match="empty"):
+        smollm2.generate([])

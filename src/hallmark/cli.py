@@ -168,12 +168,15 @@ def _read_prompt(prompt: str | None) -> str:
 
 def _stream_to_terminal(chunks: Iterator[Any]) -> Any:
     final = None
-    for chunk in chunks:
-        if chunk.text:
-            click.echo(chunk.text, nl=False)
-            sys.stdout.flush()
-        if chunk.final is not None:
-            final = chunk.final
+    try:
+        for chunk in chunks:
+            if chunk.text:
+                click.echo(chunk.text, nl=False)
+                sys.stdout.flush()
+            if chunk.final is not None:
+                final = chunk.final
+    finally:
+        chunks.close()  # on Ctrl-C too: frees the sequence's KV cache at once
     click.echo()
     return final
 
@@ -297,6 +300,8 @@ def chat(
         return
     interactive = sys.stdin.isatty()
     if interactive:
+        import readline  # noqa: F401  (line editing and history for input())
+
         click.echo(f"Chatting with {llm.name}. {_CHAT_HELP}", err=True)
     while True:
         try:
@@ -323,6 +328,11 @@ def chat(
             click.echo(f"error: {e}", err=True)
             if not interactive:
                 sys.exit(1)
+        except KeyboardInterrupt:
+            if not interactive:
+                raise
+            history.pop()  # Ctrl-C stops this answer, not the session
+            click.echo("\n(interrupted)", err=True)
 
 
 def _human_size(n: int) -> str:

@@ -15,7 +15,7 @@ from hallmark.engine.chat import FALLBACK_STOP, render_chat
 from hallmark.engine.generate import Request, generate_stream
 from hallmark.engine.results import GenerationResult, StreamChunk
 from hallmark.engine.sampling import SamplingParams, sampling_params
-from hallmark.errors import PromptError
+from hallmark.errors import HallmarkError, PromptError
 
 
 class Model:
@@ -32,6 +32,7 @@ class Model:
         meta = backend.metadata()
         self.chat_template: str | None = meta.get("tokenizer.chat_template") or None
         self.architecture = meta.get("general.architecture", "unknown")
+        self._free_slots = list(range(backend.max_sequences))  # KV-cache slots not held by a stream
 
     # -- tokens ---------------------------------------------------------------------------------
     @property
@@ -82,7 +83,7 @@ class Model:
         p = sampling_params(params, **sampling)
         requests = [Request(self._prompt_ids(prompt), p) for prompt in prompts]
         results: list[GenerationResult | None] = [None] * len(requests)
-        for i, chunk in generate_stream(self.backend, requests, self.name):
+        for i, chunk in self._stream(requests):
             if chunk.final is not None:
                 results[i] = chunk.final
         return [r for r in results if r is not None]
@@ -108,17 +109,38 @@ class Model:
         ids = [int(t) for t in prompt]
         bad = [t for t in ids if not 0 <= t < self.backend.n_vocab]
         if bad:
-            raise PromptError(f"prompt token id {bad[0]} is outside the vocabulary (size {self.backend.n_vocab})")
+            raise PromptError(
+                f"prompt token id {bad[0]} is outside the vocabulary (size {self.backend.n_vocab})"
+            )
         return ids
 
     def _run(self, request: Request, stream: bool) -> GenerationResult | Iterator[StreamChunk]:
-        chunks = (chunk for _, chunk in generate_stream(self.backend, [request], self.name))
+        request.validate(self.backend)  # errors surface at the call, not at the first chunk
+        chunks = (chunk for _, chunk in self._stream([request]))
         if stream:
             return chunks
         for chunk in chunks:
             if chunk.final is not None:
                 return chunk.final
         raise AssertionError("generation ended without a final result")
+
+    def _stream(self, requests: list[Request]) -> Iterator[tuple[int, StreamChunk]]:
+        """Hold KV-cache slots for the requests while their generation runs.
+
+        Slots are taken when iteration starts and given back when it ends or the iterator is
+        closed, so several open streams on one model never share a slot.
+        """
+        if len(requests) > len(self._free_slots):
+            raise HallmarkError(
+                f"{len(requests)} sequences requested but only {len(self._free_slots)} of the model's "
+                f"{self.backend.max_sequences} sequence slots are free; load it with "
+                f"max_sequences={len(requests) + self.backend.max_sequences - len(self._free_slots)}"
+            )
+        slots = [self._free_slots.pop() for _ in requests]
+        try:
+            yield from generate_stream(self.backend, requests, self.name, slots)
+        finally:
+            self._free_slots.extend(slots)
 
     # -- lifetime -------------------------------------------------------------------------------
     def close(self) -> None:

@@ -16,7 +16,7 @@ from hallmark.backends.base import Backend
 from hallmark.engine.results import StreamChunk
 from hallmark.engine.sampling import SamplingParams
 from hallmark.engine.sequence import Sequence
-from hallmark.errors import HallmarkError
+from hallmark.errors import ContextLengthError, InvalidSamplingError, PromptError
 
 
 @dataclass
@@ -24,36 +24,50 @@ class Request:
     prompt_ids: list[int]
     params: SamplingParams
 
+    def validate(self, backend: Backend) -> None:
+        """Raise the user-facing error for a request that cannot run, before any work is done."""
+        if not self.prompt_ids:
+            raise PromptError("the prompt is empty (it tokenizes to no tokens)")
+        if len(self.prompt_ids) >= backend.n_ctx:
+            raise ContextLengthError(len(self.prompt_ids), backend.n_ctx)
+        bias = self.params.logit_bias
+        if bias and max(bias) >= backend.n_vocab:
+            raise InvalidSamplingError(
+                f"logit_bias token id {max(bias)} is outside the vocabulary (size {backend.n_vocab})"
+            )
+
 
 def new_seed() -> int:
     return secrets.randbits(63)
 
 
 def generate_stream(
-    backend: Backend, requests: list[Request], model_name: str
+    backend: Backend, requests: list[Request], model_name: str, slots: list[int]
 ) -> Iterator[tuple[int, StreamChunk]]:
-    """Run requests to completion together; yields (request index, chunk) as text is released.
+    """Run requests to completion together in the given KV-cache slots (sequence ids).
 
-    Each request's last chunk carries its final result. Sequences that finish early drop out of
-    the batch; the KV cache of every sequence is freed when the generator ends or is closed.
+    Yields (request index, chunk) as text is released; each request's last chunk carries its
+    final result. Sequences that finish early drop out of the batch. The slots' KV caches are
+    cleared before use and freed when the generator ends or is closed.
     """
-    if len(requests) > backend.max_sequences:
-        raise HallmarkError(
-            f"{len(requests)} sequences requested but the model was loaded for at most "
-            f"{backend.max_sequences}; load it with max_sequences={len(requests)}"
-        )
+    if len(slots) != len(requests):
+        raise ValueError("one slot per request")
+    for r in requests:
+        r.validate(backend)
     seqs = [
         Sequence(
-            slot=i,
+            slot=slot,
             prompt_ids=r.prompt_ids,
             params=r.params,
             backend=backend,
             model_name=model_name,
             seed=r.params.seed if r.params.seed is not None else new_seed(),
         )
-        for i, r in enumerate(requests)
+        for slot, r in zip(slots, requests, strict=True)
     ]
     try:
+        for s in seqs:
+            backend.free(s.slot)
         t0 = time.perf_counter()
         logits = backend.decode([(s.slot, s.prompt_ids) for s in seqs])
         prompt_ms = (time.perf_counter() - t0) * 1e3

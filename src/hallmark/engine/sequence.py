@@ -11,7 +11,6 @@ from hallmark.engine.detokenize import TextStream
 from hallmark.engine.results import GenerationResult, StreamChunk, Timings, TokenLogprob, TopLogprob
 from hallmark.engine.sampler import Sampler, token_logprob
 from hallmark.engine.sampling import SamplingParams
-from hallmark.errors import ContextLengthError, InvalidSamplingError, PromptError
 
 
 class Sequence:
@@ -24,15 +23,6 @@ class Sequence:
         model_name: str,
         seed: int | None,
     ):
-        if not prompt_ids:
-            raise PromptError("the prompt is empty (it tokenizes to no tokens)")
-        if len(prompt_ids) >= backend.n_ctx:
-            raise ContextLengthError(len(prompt_ids), backend.n_ctx)
-        if params.logit_bias and max(params.logit_bias) >= backend.n_vocab:
-            worst = max(params.logit_bias)
-            raise InvalidSamplingError(
-                f"logit_bias token id {worst} is outside the vocabulary (size {backend.n_vocab})"
-            )
         self.slot = slot
         self.prompt_ids = prompt_ids
         self.params = params
