@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,10 @@ from hallmark.catalog import find_entry, model_path
 
 # Small contexts keep the KV caches (and the tests) light; every prompt here is short.
 TEST_CTX = 1024
+
+# Watermark keys go to a throw-away config dir, never the user's own; CLI subprocesses inherit it.
+os.environ["HALLMARK_CONFIG_DIR"] = tempfile.mkdtemp(prefix="hallmark-test-config-")
+os.environ.pop("HALLMARK_WATERMARK_KEY", None)
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +48,7 @@ def gemma(gemma_path: Path) -> hallmark.Model:
 
 def run_cli(*args: str, stdin: str | None = None, env: dict[str, str] | None = None, timeout: float = 120):
     """Run `python -m hallmark ARGS` as a real subprocess."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("HALLMARK_")}
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("HALLMARK_") or k == "HALLMARK_CONFIG_DIR"}
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "hallmark", *args],

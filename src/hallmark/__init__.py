@@ -14,6 +14,9 @@ from hallmark.errors import (
     UnknownModelError,
 )
 from hallmark.model import Model, load
+from hallmark.watermark.api import detect
+from hallmark.watermark.detect import DetectionResult
+from hallmark.watermark.spec import WatermarkSpec
 
 __version__ = "0.1.0"
 
@@ -22,6 +25,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "ChatFormatError",
     "ContextLengthError",
+    "DetectionResult",
     "GenerationResult",
     "HallmarkError",
     "InvalidSamplingError",
@@ -34,5 +38,7 @@ __all__ = [
     "Timings",
     "TokenLogprob",
     "UnknownModelError",
+    "WatermarkSpec",
+    "detect",
     "load",
 ]

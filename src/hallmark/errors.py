@@ -42,3 +42,11 @@ class InvalidSamplingError(HallmarkError, ValueError):
 
 class ChatFormatError(HallmarkError, ValueError):
     """Chat messages that are malformed or that the model's chat template rejects."""
+
+
+class WatermarkKeyError(HallmarkError):
+    """A watermark key that is missing, malformed or ambiguous."""
+
+
+class WatermarkSpecError(HallmarkError, ValueError):
+    """A watermark spec that is malformed, or that does not fit the tokenizer it is used with."""

@@ -15,14 +15,24 @@ from hallmark.engine.chat import FALLBACK_STOP, render_chat
 from hallmark.engine.generate import Request, generate_stream
 from hallmark.engine.results import GenerationResult, StreamChunk
 from hallmark.engine.sampling import SamplingParams, sampling_params
-from hallmark.errors import HallmarkError, PromptError
+from hallmark.errors import HallmarkError, PromptError, WatermarkSpecError
+from hallmark.watermark.keys import default_key, find_key
+from hallmark.watermark.schemes import Scheme, make_scheme
+from hallmark.watermark.spec import DEFAULT_SCHEME, SCHEMES, WatermarkSpec
 
 
 class Model:
     """A loaded model. Not thread-safe: use one per thread, or the server's scheduler."""
 
     def __init__(
-        self, name: str, path: Path, backend: LlamaCppBackend, entry: CatalogEntry | None, load_seconds: float
+        self,
+        name: str,
+        path: Path,
+        backend: LlamaCppBackend,
+        entry: CatalogEntry | None,
+        load_seconds: float,
+        watermark: str | None = DEFAULT_SCHEME,
+        watermark_key: str | None = None,
     ):
         self.name = name
         self.path = path
@@ -33,6 +43,35 @@ class Model:
         self.chat_template: str | None = meta.get("tokenizer.chat_template") or None
         self.architecture = meta.get("general.architecture", "unknown")
         self._free_slots = list(range(backend.max_sequences))  # KV-cache slots not held by a stream
+        if watermark is not None and watermark not in SCHEMES:
+            raise WatermarkSpecError(f"unknown watermark scheme {watermark!r}; known: {', '.join(SCHEMES)}")
+        self._watermark_scheme_name = watermark
+        self._watermark_key_name = watermark_key
+        self._watermark: Scheme | None = None
+
+    # -- watermark ------------------------------------------------------------------------------
+    @property
+    def watermark(self) -> Scheme | None:
+        """The model's watermark scheme, keyed and bound to its tokenizer (None if turned off).
+
+        Built on first use, so that loading a model never creates a key; the first watermarked
+        generation creates the user's default key if there is none yet (and says where).
+        """
+        if self._watermark is None and self._watermark_scheme_name is not None:
+            key = find_key(self._watermark_key_name) if self._watermark_key_name else default_key()
+            spec = WatermarkSpec.create(self._watermark_scheme_name, key.key_id, self.backend.fingerprint())
+            self._watermark = make_scheme(spec, key.secret)
+        return self._watermark
+
+    @property
+    def watermark_spec(self) -> WatermarkSpec | None:
+        return self.watermark.spec if self.watermark is not None else None
+
+    def _scheme_for(self, params: SamplingParams) -> Scheme | None:
+        # Greedy or opted-out requests need no key: do not create one for them.
+        if params.greedy or not params.watermark:
+            return self._watermark
+        return self.watermark
 
     # -- tokens ---------------------------------------------------------------------------------
     @property
@@ -59,8 +98,8 @@ class Model:
         Keyword arguments are SamplingParams fields (temperature, seed, stop, max_tokens, ...).
         With stream=True, returns an iterator of StreamChunk; the last one carries `.final`.
         """
-        request = Request(self._prompt_ids(prompt), sampling_params(params, **sampling))
-        return self._run(request, stream)
+        p = sampling_params(params, **sampling)
+        return self._run(Request(self._prompt_ids(prompt), p, self._scheme_for(p)), stream)
 
     def chat(
         self,
@@ -74,14 +113,14 @@ class Model:
         p = sampling_params(params, **sampling)
         if not self.chat_template:
             p = p.with_overrides(stop=tuple(p.stop) + FALLBACK_STOP)
-        return self._run(Request(self.chat_prompt_ids(messages), p), stream)
+        return self._run(Request(self.chat_prompt_ids(messages), p, self._scheme_for(p)), stream)
 
     def generate_batch(
         self, prompts: Sequence[str | Sequence[int]], *, params: SamplingParams | None = None, **sampling: Any
     ) -> list[GenerationResult]:
         """Generate for several prompts in one batch (one decode call per step for all of them)."""
         p = sampling_params(params, **sampling)
-        requests = [Request(self._prompt_ids(prompt), p) for prompt in prompts]
+        requests = [Request(self._prompt_ids(prompt), p, self._scheme_for(p)) for prompt in prompts]
         results: list[GenerationResult | None] = [None] * len(requests)
         for i, chunk in self._stream(requests):
             if chunk.final is not None:
@@ -165,8 +204,15 @@ def load(
     n_gpu_layers: int = 0,
     flash_attn: bool = True,
     show_progress: bool = True,
+    watermark: str | None = DEFAULT_SCHEME,
+    watermark_key: str | None = None,
 ) -> Model:
-    """Load a catalog model by name (default: $HALLMARK_MODEL or smollm2-135m-instruct) or a .gguf path."""
+    """Load a catalog model by name (default: $HALLMARK_MODEL or smollm2-135m-instruct) or a .gguf path.
+
+    `watermark` is the scheme sampled output is watermarked with ("gumbel" or "kgw"; None turns
+    it off for this model); `watermark_key` names a stored key (default: $HALLMARK_WATERMARK_KEY,
+    else the user's default key).
+    """
     target = name_or_path if name_or_path is not None else os.environ.get("HALLMARK_MODEL", DEFAULT_MODEL)
     resolved = resolve(target, show_progress=show_progress)
     config = BackendConfig(
@@ -178,4 +224,12 @@ def load(
     )
     t0 = time.perf_counter()
     backend = LlamaCppBackend(resolved.path, config)
-    return Model(resolved.name, resolved.path, backend, resolved.entry, time.perf_counter() - t0)
+    return Model(
+        resolved.name,
+        resolved.path,
+        backend,
+        resolved.entry,
+        time.perf_counter() - t0,
+        watermark=watermark,
+        watermark_key=watermark_key,
+    )

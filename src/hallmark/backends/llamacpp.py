@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -123,64 +124,16 @@ def read_gguf_header(path: str | Path) -> GGUFHeader:
         llama_cpp.llama_model_free(model)
 
 
-class LlamaCppBackend:
-    def __init__(self, model_path: str | Path, config: BackendConfig | None = None):
-        config = config or BackendConfig()
-        path = Path(model_path)
-        check_gguf_file(path)
-        _init_llama()
+class Vocabulary:
+    """Tokenizer operations on a llama.cpp vocabulary (shared by the backend and the detector)."""
 
-        model_params = llama_cpp.llama_model_default_params()
-        model_params.n_gpu_layers = config.n_gpu_layers if config.n_gpu_layers >= 0 else 2**31 - 1
-        self._model = llama_cpp.llama_model_load_from_file(str(path).encode(), model_params)
-        if not self._model:
-            raise ModelFileError(
-                f"llama.cpp could not load {path} (truncated or corrupt file, or an unsupported "
-                "architecture); set HALLMARK_LLAMA_LOGS=1 to see why"
-            )
-        self._vocab = llama_cpp.llama_model_get_vocab(self._model)
-        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
-        self.n_ctx_train = llama_cpp.llama_model_n_ctx_train(self._model)
-        self.n_ctx = config.n_ctx or min(self.n_ctx_train, _DEFAULT_MAX_CTX)
-        self.max_sequences = config.max_sequences
-        self.n_threads = config.n_threads or default_threads()
-        self.flash_attn = config.flash_attn
-        if self.n_ctx < 8:
-            self.close()
-            raise HallmarkError(f"context size must be at least 8 tokens, got {self.n_ctx}")
-
-        ctx_params = llama_cpp.llama_context_default_params()
-        # Non-unified KV cache: each sequence gets its own n_ctx cells, so one long sequence can
-        # never starve the others, and the attention of one never looks at another's cells.
-        ctx_params.n_ctx = self.n_ctx * self.max_sequences
-        ctx_params.n_seq_max = self.max_sequences
-        ctx_params.kv_unified = False
-        self.n_batch = min(config.n_batch, ctx_params.n_ctx)
-        ctx_params.n_batch = self.n_batch
-        ctx_params.n_ubatch = min(512, self.n_batch)
-        ctx_params.n_threads = self.n_threads
-        ctx_params.n_threads_batch = self.n_threads
-        ctx_params.flash_attn_type = (
-            llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
-            if config.flash_attn
-            else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        )
-        ctx_params.no_perf = True
-        self._ctx = llama_cpp.llama_init_from_model(self._model, ctx_params)
-        if not self._ctx:
-            llama_cpp.llama_model_free(self._model)
-            self._model = None
-            raise HallmarkError(
-                f"llama.cpp could not create a context of {self.n_ctx} tokens x {self.max_sequences} "
-                "sequences (out of memory?); lower --ctx-size"
-            )
-        self._memory = llama_cpp.llama_get_memory(self._ctx)
-        self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
-        self._positions: dict[int, int] = {}
+    def __init__(self, vocab: llama_cpp.llama_vocab_p):
+        self._vocab = vocab
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
         self._piece_buf = ctypes.create_string_buffer(256)
         self._piece_cache: dict[int, bytes] = {}
+        self._fingerprint: str | None = None
 
-    # -- vocabulary -------------------------------------------------------------------------
     def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]:
         data = text.encode("utf-8")
         n_max = len(data) + 8
@@ -232,6 +185,99 @@ class LlamaCppBackend:
             return ""
         raw = llama_cpp.llama_vocab_get_text(self._vocab, token)
         return raw.decode("utf-8", errors="replace") if raw else ""
+
+    def fingerprint(self) -> str:
+        """A short hash of the whole vocabulary: token ids mean the same text iff it matches."""
+        if self._fingerprint is None:
+            h = hashlib.sha256(b"hallmark-tokenizer-v1\0")
+            get = llama_cpp.llama_vocab_get_text
+            for token in range(self.n_vocab):
+                h.update(get(self._vocab, token) or b"")
+                h.update(b"\0")
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
+
+
+class Tokenizer(Vocabulary):
+    """A model's tokenizer alone, loaded from its GGUF without the weights (fast, little memory)."""
+
+    def __init__(self, model_path: str | Path):
+        path = Path(model_path)
+        check_gguf_file(path)
+        _init_llama()
+        params = llama_cpp.llama_model_default_params()
+        params.vocab_only = True
+        self._model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+        if not self._model:
+            raise ModelFileError(
+                f"llama.cpp could not read {path} (truncated or corrupt file, or an unsupported "
+                "architecture); set HALLMARK_LLAMA_LOGS=1 to see why"
+            )
+        super().__init__(llama_cpp.llama_model_get_vocab(self._model))
+
+    def close(self) -> None:
+        if getattr(self, "_model", None):
+            llama_cpp.llama_model_free(self._model)
+            self._model = None
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+class LlamaCppBackend(Vocabulary):
+    def __init__(self, model_path: str | Path, config: BackendConfig | None = None):
+        config = config or BackendConfig()
+        path = Path(model_path)
+        check_gguf_file(path)
+        _init_llama()
+
+        model_params = llama_cpp.llama_model_default_params()
+        model_params.n_gpu_layers = config.n_gpu_layers if config.n_gpu_layers >= 0 else 2**31 - 1
+        self._model = llama_cpp.llama_model_load_from_file(str(path).encode(), model_params)
+        if not self._model:
+            raise ModelFileError(
+                f"llama.cpp could not load {path} (truncated or corrupt file, or an unsupported "
+                "architecture); set HALLMARK_LLAMA_LOGS=1 to see why"
+            )
+        super().__init__(llama_cpp.llama_model_get_vocab(self._model))
+        self.n_ctx_train = llama_cpp.llama_model_n_ctx_train(self._model)
+        self.n_ctx = config.n_ctx or min(self.n_ctx_train, _DEFAULT_MAX_CTX)
+        self.max_sequences = config.max_sequences
+        self.n_threads = config.n_threads or default_threads()
+        self.flash_attn = config.flash_attn
+        if self.n_ctx < 8:
+            self.close()
+            raise HallmarkError(f"context size must be at least 8 tokens, got {self.n_ctx}")
+
+        ctx_params = llama_cpp.llama_context_default_params()
+        # Non-unified KV cache: each sequence gets its own n_ctx cells, so one long sequence can
+        # never starve the others, and the attention of one never looks at another's cells.
+        ctx_params.n_ctx = self.n_ctx * self.max_sequences
+        ctx_params.n_seq_max = self.max_sequences
+        ctx_params.kv_unified = False
+        self.n_batch = min(config.n_batch, ctx_params.n_ctx)
+        ctx_params.n_batch = self.n_batch
+        ctx_params.n_ubatch = min(512, self.n_batch)
+        ctx_params.n_threads = self.n_threads
+        ctx_params.n_threads_batch = self.n_threads
+        ctx_params.flash_attn_type = (
+            llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+            if config.flash_attn
+            else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        )
+        ctx_params.no_perf = True
+        self._ctx = llama_cpp.llama_init_from_model(self._model, ctx_params)
+        if not self._ctx:
+            llama_cpp.llama_model_free(self._model)
+            self._model = None
+            raise HallmarkError(
+                f"llama.cpp could not create a context of {self.n_ctx} tokens x {self.max_sequences} "
+                "sequences (out of memory?); lower --ctx-size"
+            )
+        self._memory = llama_cpp.llama_get_memory(self._ctx)
+        self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
+        self._positions: dict[int, int] = {}
 
     def metadata(self) -> dict[str, str]:
         return _model_metadata(self._model)

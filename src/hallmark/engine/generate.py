@@ -16,6 +16,7 @@ from hallmark.backends.base import Backend
 from hallmark.engine.results import StreamChunk
 from hallmark.engine.sampling import SamplingParams
 from hallmark.engine.sequence import Sequence
+from hallmark.watermark.schemes import Scheme
 from hallmark.errors import ContextLengthError, InvalidSamplingError, PromptError
 
 
@@ -23,6 +24,7 @@ from hallmark.errors import ContextLengthError, InvalidSamplingError, PromptErro
 class Request:
     prompt_ids: list[int]
     params: SamplingParams
+    watermark: Scheme | None = None  # the model's scheme; used when params.watermark and not greedy
 
     def validate(self, backend: Backend) -> None:
         """Raise the user-facing error for a request that cannot run, before any work is done."""
@@ -62,6 +64,7 @@ def generate_stream(
             backend=backend,
             model_name=model_name,
             seed=r.params.seed if r.params.seed is not None else new_seed(),
+            watermark=r.watermark,
         )
         for slot, r in zip(slots, requests, strict=True)
     ]

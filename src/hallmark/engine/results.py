@@ -50,6 +50,19 @@ class Timings:
 
 
 @dataclass
+class WatermarkInfo:
+    """Whether and how a response is watermarked (carried into the CLI's --json and the server)."""
+
+    spec_id: str | None
+    applied: bool
+    watermarked_tokens: int = 0  # tokens chosen by the scheme (repeated contexts are not)
+    reason: str | None = None  # why not applied
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
 class GenerationResult:
     text: str
     token_ids: list[int]
@@ -61,6 +74,7 @@ class GenerationResult:
     seed: int | None = None  # None for greedy decoding, which uses no randomness
     stop_string: str | None = None
     logprobs: list[TokenLogprob] | None = None
+    watermark: WatermarkInfo | None = None
 
     @property
     def completion_tokens(self) -> int:
@@ -81,6 +95,7 @@ class GenerationResult:
             },
             "tokens": self.token_ids,
             "timings": self.timings.to_dict(),
+            "watermark": self.watermark.to_dict() if self.watermark else None,
         }
         if self.logprobs is not None:
             out["logprobs"] = [asdict(lp) for lp in self.logprobs]

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from hallmark.engine.sampling import SamplingParams
+from hallmark.watermark.schemes import SequenceWatermarker
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -71,13 +72,26 @@ class Sampler:
             x[ids] -= p.presence_penalty + p.frequency_penalty * counts.astype(np.float32)
         return x
 
-    def sample(self, logits: np.ndarray, context: Sequence[int], n_generated: int) -> int:
-        """Choose the next token. `logits` may be a read-only view into the backend's buffer."""
+    def sample(
+        self,
+        logits: np.ndarray,
+        context: Sequence[int],
+        n_generated: int,
+        watermarker: SequenceWatermarker | None = None,
+    ) -> int:
+        """Choose the next token. `logits` may be a read-only view into the backend's buffer.
+
+        With a watermarker, the watermark scheme makes the draw from the same filtered distribution.
+        """
         x = self.process(logits, context, n_generated) if self._needs_processing() else logits
         p = self.params
         if p.greedy:
             return int(np.argmax(x))
         candidates, probs = self.filtered_distribution(x)
+        if watermarker is not None:
+            token = watermarker.pick(candidates, probs, context, self.rng)
+            if token is not None:
+                return token
         return int(candidates[self._draw(probs)])
 
     def filtered_distribution(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

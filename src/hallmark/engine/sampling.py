@@ -49,6 +49,10 @@ class SamplingParams:
         metadata=_help("Return each token's log-probability and this many top alternatives (0-20)."),
     )
     ignore_eos: bool = field(default=False, metadata=_help("Keep generating past the end-of-sequence token."))
+    watermark: bool = field(
+        default=True,
+        metadata=_help("Watermark sampled output (on by default; greedy output cannot carry one)."),
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):

@@ -8,9 +8,17 @@ import numpy as np
 
 from hallmark.backends.base import Backend
 from hallmark.engine.detokenize import TextStream
-from hallmark.engine.results import GenerationResult, StreamChunk, Timings, TokenLogprob, TopLogprob
+from hallmark.engine.results import (
+    GenerationResult,
+    StreamChunk,
+    Timings,
+    TokenLogprob,
+    TopLogprob,
+    WatermarkInfo,
+)
 from hallmark.engine.sampler import Sampler, token_logprob
 from hallmark.engine.sampling import SamplingParams
+from hallmark.watermark.schemes import Scheme, SequenceWatermarker
 
 
 class Sequence:
@@ -22,6 +30,7 @@ class Sequence:
         backend: Backend,
         model_name: str,
         seed: int | None,
+        watermark: Scheme | None = None,
     ):
         self.slot = slot
         self.prompt_ids = prompt_ids
@@ -34,6 +43,10 @@ class Sequence:
         self.context: list[int] = list(prompt_ids)  # prompt + output, for the penalties
         self.logprobs: list[TokenLogprob] | None = [] if params.logprobs is not None else None
         self.stream = TextStream(params.stop)
+        self.watermarker: SequenceWatermarker | None = None
+        if watermark is not None and params.watermark and not params.greedy:
+            self.watermarker = SequenceWatermarker(watermark)
+        self.watermark_spec_id = watermark.spec.spec_id if watermark is not None else None
         self.stop_reason: str | None = None
         self.prompt_ms = 0.0
         self._decode_start = 0.0
@@ -52,7 +65,7 @@ class Sequence:
 
     def accept(self, logits: np.ndarray) -> StreamChunk:
         """Sample the next token from `logits`, append it and return what the stream releases."""
-        token = self.sampler.sample(logits, self.context, len(self.output_ids))
+        token = self.sampler.sample(logits, self.context, len(self.output_ids), self.watermarker)
         lp = None
         if self.logprobs is not None:
             lp = self._logprob(logits, token)
@@ -112,4 +125,16 @@ class Sequence:
             seed=self.seed,
             stop_string=self.stream.stop_found,
             logprobs=self.logprobs,
+            watermark=self._watermark_info(),
         )
+
+    def _watermark_info(self) -> WatermarkInfo:
+        if self.watermarker is not None:
+            return WatermarkInfo(self.watermark_spec_id, True, self.watermarker.marked)
+        if self.params.greedy:
+            reason = "greedy decoding (temperature 0) has no randomness to carry a sampling watermark"
+        elif not self.params.watermark:
+            reason = "watermark turned off for this request"
+        else:
+            reason = "this model has no watermark configured"
+        return WatermarkInfo(self.watermark_spec_id, False, 0, reason)

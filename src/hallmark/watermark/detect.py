@@ -1,0 +1,177 @@
+"""Watermark detection: re-tokenize, score each (context, token) pair once, exact p-value.
+
+Needs only the tokenizer and the key. The p-value is exact for the scheme's null distribution
+(Gamma for gumbel, Binomial for kgw): on text not watermarked with this key, each distinct
+(context, token) pair gets an independent pseudorandom score, so the p-value is uniform.
+Repeated contexts are scored once (their first occurrence), which keeps that independence and
+matches generation, which does not watermark repeated contexts.
+
+Windowed detection scans windows of several sizes for a watermarked passage inside other text;
+its p-values are Bonferroni-corrected for the number of windows tested.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from hallmark.backends.llamacpp import Vocabulary
+from hallmark.watermark.prf import context_seeds
+from hallmark.watermark.schemes import Scheme, make_scheme
+from hallmark.watermark.spec import WatermarkSpec
+
+DEFAULT_FPR = 1e-3
+MIN_TOKENS = 16  # fewer scored tokens than this: no verdict
+WINDOW_SIZES = (32, 64, 128, 256)
+
+
+@dataclass
+class Span:
+    start: int  # character offsets into the text, end exclusive
+    end: int
+    tokens: int  # scored tokens in the span
+    p_value: float  # Bonferroni-corrected over all windows tested
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class DetectionResult:
+    spec_id: str
+    scheme: str
+    tokens: int  # tokens in the text
+    scored: int  # distinct (context, token) pairs scored
+    statistic: float  # gumbel: sum of -log(1-r); kgw: number of green tokens
+    p_value: float
+    z_score: float
+    fpr: float
+    verdict: str  # "watermarked", "not_watermarked" or "too_short"
+    message: str
+    spans: list[Span] = field(default_factory=list)
+
+    @property
+    def watermarked(self) -> bool:
+        return self.verdict == "watermarked"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["spans"] = [s.to_dict() for s in self.spans]
+        return d
+
+
+class Detector:
+    """Scores texts against one spec and key; reusable across many texts."""
+
+    def __init__(self, vocab: Vocabulary, spec: WatermarkSpec, secret: bytes):
+        self.vocab = vocab
+        self.spec = spec
+        self.scheme: Scheme = make_scheme(spec, secret)
+
+    def scored_tokens(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Positions and scores of the tokens that count: first occurrence of each context and pair."""
+        ts = self.scheme.score(tokens)
+        if ts.positions.shape[0] == 0:
+            return ts.positions, ts.scores
+        w = self.scheme.width
+        ctx = context_seeds(sliding_window_view(tokens[:-1], w), np.uint64(0))  # unkeyed identity
+        _, first_ctx = np.unique(ctx, return_index=True)
+        keep = np.sort(first_ctx)
+        _, first_pair = np.unique(ts.keys[keep], return_index=True)
+        keep = keep[np.sort(first_pair)]
+        return ts.positions[keep], ts.scores[keep]
+
+    def detect_tokens(self, tokens: list[int] | np.ndarray, fpr: float = DEFAULT_FPR) -> DetectionResult:
+        arr = np.asarray(tokens, dtype=np.int64)
+        _, scores = self.scored_tokens(arr)
+        return self._result(arr.shape[0], scores, fpr)
+
+    def detect(self, text: str, fpr: float = DEFAULT_FPR, windowed: bool = False) -> DetectionResult:
+        if not 0 < fpr < 1:
+            raise ValueError(f"fpr must be in (0, 1), got {fpr}")
+        tokens = np.asarray(self.vocab.tokenize(text, add_special=False, parse_special=False), dtype=np.int64)
+        positions, scores = self.scored_tokens(tokens)
+        result = self._result(tokens.shape[0], scores, fpr)
+        if windowed and scores.shape[0] >= MIN_TOKENS:
+            result.spans = self._windows(text, tokens, positions, scores, fpr)
+        return result
+
+    def _result(self, n_tokens: int, scores: np.ndarray, fpr: float) -> DetectionResult:
+        n = int(scores.shape[0])
+        total = float(scores.sum())
+        p = self.scheme.p_value(total, n)
+        mean, var = self.scheme.null_mean_var()
+        z = (total - n * mean) / math.sqrt(n * var) if n else 0.0
+        if n < MIN_TOKENS:
+            verdict = "too_short"
+            message = (
+                f"too short to decide: {n} distinct scored tokens, at least {MIN_TOKENS} are needed "
+                f"(the first {self.scheme.width} tokens of a text and repeated contexts are not scored)"
+            )
+        elif p < fpr:
+            verdict, message = "watermarked", f"watermarked (p = {p:.3g} < fpr {fpr:g})"
+        else:
+            verdict, message = "not_watermarked", f"no watermark found (p = {p:.3g} >= fpr {fpr:g})"
+        return DetectionResult(
+            spec_id=self.spec.spec_id,
+            scheme=self.spec.scheme,
+            tokens=n_tokens,
+            scored=n,
+            statistic=total,
+            p_value=p,
+            z_score=z,
+            fpr=fpr,
+            verdict=verdict,
+            message=message,
+        )
+
+    def _windows(
+        self, text: str, tokens: np.ndarray, positions: np.ndarray, scores: np.ndarray, fpr: float
+    ) -> list[Span]:
+        n = scores.shape[0]
+        sizes = [s for s in WINDOW_SIZES if s <= n] or [n]
+        tested = sum(n - s + 1 for s in sizes)
+        hits: list[tuple[int, int, float]] = []  # (first scored index, last scored index, corrected p)
+        csum = np.concatenate([[0.0], np.cumsum(scores)])
+        for size in sizes:
+            sums = csum[size:] - csum[:-size]
+            p = np.asarray(self.scheme.p_value(sums, size)) * tested
+            for i in np.flatnonzero(p < fpr):
+                hits.append((int(i), int(i) + size - 1, float(min(1.0, p[i]))))
+        if not hits:
+            return []
+        hits.sort()
+        merged: list[list[float]] = []
+        for lo, hi, p in hits:
+            if merged and lo <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], hi)
+                merged[-1][2] = min(merged[-1][2], p)
+            else:
+                merged.append([lo, hi, p])
+        offsets = self._char_offsets(text, tokens)
+        width = self.scheme.width
+        spans = []
+        for lo, hi, p in merged:
+            # A scored token's watermark starts at its context, `width` tokens earlier.
+            first_token = max(0, int(positions[int(lo)]) - width)
+            last_token = int(positions[int(hi)])
+            spans.append(Span(offsets[first_token], offsets[last_token + 1], int(hi - lo + 1), p))
+        return spans
+
+    def _char_offsets(self, text: str, tokens: np.ndarray) -> list[int]:
+        """Character offset where each token starts (plus the end), via the tokens' UTF-8 bytes."""
+        byte_ends = np.cumsum([0] + [len(self.vocab.token_bytes(int(t))) for t in tokens])
+        encoded = text.encode("utf-8")
+        # Map byte offsets to character offsets; a token boundary inside a character rounds down.
+        char_at_byte = np.zeros(len(encoded) + 1, dtype=np.int64)
+        pos = 0
+        for ci, ch in enumerate(text):
+            n = len(ch.encode("utf-8"))
+            char_at_byte[pos : pos + n] = ci
+            pos += n
+        char_at_byte[pos:] = len(text)
+        return [int(char_at_byte[min(int(b), len(encoded))]) for b in byte_ends]

@@ -1,0 +1,166 @@
+"""Watermark schemes: how a sampled token is chosen (generation) and scored (detection).
+
+Both schemes score token i from its context (the `context_width` tokens before it) and the token
+itself, through the keyed PRF in prf.py, so detection needs the text, the tokenizer and the key.
+
+- gumbel (Aaronson 2022; as shipped in vLLM): token = argmax_i r_i^(1/p_i) with r_i uniform from
+  (key, context, i). Distortion-free: each token is still distributed exactly as p. Score per
+  token -log(1 - r); on unwatermarked text the sum over n tokens is Gamma(n, 1).
+- kgw (Kirchenbauer et al. 2023, "selfhash"): a keyed gamma fraction of candidates is "green"
+  and gets +delta on its logit. Score per token: green or not; unwatermarked, Binomial(n, gamma).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from hallmark.watermark.prf import context_seeds, derive_keys, minhash_seeds, mix64, pair_uniforms
+from hallmark.watermark.spec import WatermarkSpec
+
+
+@dataclass
+class TokenScores:
+    """Per-position scores of a token sequence (positions with a full context only)."""
+
+    positions: np.ndarray  # index into the token sequence of each scored token
+    scores: np.ndarray  # the per-token statistic
+    keys: np.ndarray  # uint64 identity of each (context, token) pair, for de-duplication
+
+
+class Scheme:
+    name: str
+
+    def __init__(self, spec: WatermarkSpec, secret: bytes):
+        self.spec = spec
+        self.width = spec.context_width
+        self.k_ctx, self.k_tok = derive_keys(secret, spec.scheme)
+
+    def choose(
+        self, cand: np.ndarray, probs: np.ndarray, context: np.ndarray, rng: np.random.Generator
+    ) -> int:
+        raise NotImplementedError
+
+    def score(self, tokens: np.ndarray) -> TokenScores:
+        raise NotImplementedError
+
+    def p_value(self, total: float | np.ndarray, n: int) -> float | np.ndarray:
+        """P(score sum >= total | n unwatermarked tokens); element-wise for an array of totals."""
+        raise NotImplementedError
+
+    def null_mean_var(self) -> tuple[float, float]:
+        """Mean and variance of one token's score on unwatermarked text (for z-scores)."""
+        raise NotImplementedError
+
+
+class GumbelScheme(Scheme):
+    name = "gumbel"
+
+    def choose(
+        self, cand: np.ndarray, probs: np.ndarray, context: np.ndarray, rng: np.random.Generator
+    ) -> int:
+        seed = context_seeds(context[None, :], self.k_ctx)
+        r = pair_uniforms(np.repeat(seed, cand.shape[0]), cand, self.k_tok)
+        return int(cand[np.argmax(np.log(r) / probs)])
+
+    def score(self, tokens: np.ndarray) -> TokenScores:
+        w = self.width
+        if tokens.shape[0] <= w:
+            return TokenScores(np.empty(0, np.int64), np.empty(0), np.empty(0, np.uint64))
+        seeds = context_seeds(sliding_window_view(tokens[:-1], w), self.k_ctx)
+        targets = tokens[w:]
+        u = pair_uniforms(seeds, targets, self.k_tok)
+        return TokenScores(np.arange(w, tokens.shape[0]), -np.log1p(-u), seeds)
+
+    def p_value(self, total: float | np.ndarray, n: int) -> float | np.ndarray:
+        if n <= 0:
+            return 1.0
+        from scipy import special  # imported on first detection: it slows every CLI start otherwise
+
+        p = special.gammaincc(n, total)
+        return float(p) if np.ndim(p) == 0 else p
+
+    def null_mean_var(self) -> tuple[float, float]:
+        return 1.0, 1.0
+
+
+class KGWScheme(Scheme):
+    name = "kgw"
+
+    def __init__(self, spec: WatermarkSpec, secret: bytes):
+        super().__init__(spec, secret)
+        assert spec.gamma is not None and spec.delta is not None
+        self.gamma = spec.gamma
+        self.delta = spec.delta
+
+    def _green(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Green flag of the last token of each window (which includes the token itself)."""
+        seeds = minhash_seeds(windows, self.k_ctx)
+        return pair_uniforms(seeds, windows[:, -1], self.k_tok) < self.gamma, seeds
+
+    def choose(
+        self, cand: np.ndarray, probs: np.ndarray, context: np.ndarray, rng: np.random.Generator
+    ) -> int:
+        windows = np.column_stack([np.broadcast_to(context, (cand.shape[0], context.shape[0])), cand])
+        green, _ = self._green(windows)
+        weights = probs * np.exp(self.delta * green)
+        weights /= weights.sum()
+        idx = int(np.searchsorted(np.cumsum(weights), rng.random(), side="right"))
+        return int(cand[min(idx, cand.shape[0] - 1)])
+
+    def score(self, tokens: np.ndarray) -> TokenScores:
+        w = self.width
+        if tokens.shape[0] <= w:
+            return TokenScores(np.empty(0, np.int64), np.empty(0), np.empty(0, np.uint64))
+        green, seeds = self._green(sliding_window_view(tokens, w + 1))
+        # The min-hash seed can repeat across different contexts; the pair's identity is (seed, token).
+        keys = mix64(seeds ^ mix64(tokens[w:].astype(np.uint64)))
+        return TokenScores(np.arange(w, tokens.shape[0]), green.astype(np.float64), keys)
+
+    def p_value(self, total: float | np.ndarray, n: int) -> float | np.ndarray:
+        if n <= 0:
+            return 1.0
+        from scipy import stats
+
+        p = stats.binom.sf(np.round(total) - 1, n, self.gamma)
+        return float(p) if np.ndim(p) == 0 else p
+
+    def null_mean_var(self) -> tuple[float, float]:
+        return self.gamma, self.gamma * (1 - self.gamma)
+
+
+def make_scheme(spec: WatermarkSpec, secret: bytes) -> Scheme:
+    return {"gumbel": GumbelScheme, "kgw": KGWScheme}[spec.scheme](spec, secret)
+
+
+class SequenceWatermarker:
+    """Watermarks one generation: the scheme picks each sampled token whose context is new.
+
+    A context seen before in the same generation would make the scheme repeat its previous choice
+    (Gumbel-max is deterministic given the context), which feeds repetition loops; such tokens are
+    sampled normally instead. The detector skips repeated contexts in the same way.
+    """
+
+    def __init__(self, scheme: Scheme):
+        self.scheme = scheme
+        self.seen: set[tuple[int, ...]] = set()
+        self.marked = 0
+        self.unmarked = 0
+
+    def pick(
+        self, cand: np.ndarray, probs: np.ndarray, context: list[int], rng: np.random.Generator
+    ) -> int | None:
+        """The watermarked choice, or None to let the sampler draw normally."""
+        w = self.scheme.width
+        if len(context) < w or cand.shape[0] < 2:
+            self.unmarked += 1
+            return None
+        ctx = tuple(context[-w:])
+        if ctx in self.seen:
+            self.unmarked += 1
+            return None
+        self.seen.add(ctx)
+        self.marked += 1
+        return self.scheme.choose(cand, probs, np.asarray(ctx, dtype=np.int64), rng)
