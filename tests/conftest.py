@@ -48,7 +48,9 @@ def gemma(gemma_path: Path) -> hallmark.Model:
 
 def run_cli(*args: str, stdin: str | None = None, env: dict[str, str] | None = None, timeout: float = 120):
     """Run `python -m hallmark ARGS` as a real subprocess."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("HALLMARK_") or k == "HALLMARK_CONFIG_DIR"}
+    full_env = {
+        k: v for k, v in os.environ.items() if not k.startswith("HALLMARK_") or k == "HALLMARK_CONFIG_DIR"
+    }
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "hallmark", *args],

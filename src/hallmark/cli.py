@@ -10,6 +10,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import MISSING, fields
+from pathlib import Path
 from typing import Any
 
 import click
@@ -17,6 +18,7 @@ import click
 from hallmark.catalog import CATALOG, DEFAULT_MODEL, is_installed, model_path
 from hallmark.engine.sampling import SamplingParams
 from hallmark.errors import HallmarkError
+from hallmark.watermark.spec import DEFAULT_SCHEME, SCHEMES
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -79,6 +81,23 @@ def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
             show_envvar=True,
             help="Layers to offload to a GPU (needs a GPU build of llama.cpp); -1 = all.",
         ),
+        click.option(
+            "--watermark-scheme",
+            type=click.Choice(SCHEMES),
+            default=DEFAULT_SCHEME,
+            show_default=True,
+            envvar=_envvar("watermark_scheme"),
+            show_envvar=True,
+            help="Scheme that watermarks sampled output (see `hallmark detect`).",
+        ),
+        click.option(
+            "--watermark-key",
+            default=None,
+            metavar="NAME_OR_ID",
+            envvar=_envvar("watermark_key_name"),
+            show_envvar=True,
+            help="Stored key to watermark with [default: $HALLMARK_WATERMARK_KEY, else your default key].",
+        ),
     ]
     for option in reversed(options):
         f = option(f)
@@ -122,8 +141,8 @@ def sampling_options(f: Callable[..., Any]) -> Callable[..., Any]:
             option = click.option(
                 flag, multiple=True, metavar="TOKEN_ID=BIAS", callback=_parse_logit_bias, **common
             )
-        elif name == "ignore_eos":
-            option = click.option(flag, is_flag=True, default=None, **common)
+        elif fld.type in ("bool", bool):
+            option = click.option(f"{flag}/--no-{flag[2:]}", default=None, **common)
         elif name in (
             "temperature",
             "top_p",
@@ -152,10 +171,18 @@ def _sampling_from(kwargs: dict[str, Any]) -> SamplingParams:
     return SamplingParams().with_overrides(**overrides)
 
 
-def _load(model: str, ctx_size: int | None, threads: int | None, gpu_layers: int) -> Any:
+def _load(options: dict[str, Any]) -> Any:
+    """Load the model named by the model options (removed from `options`)."""
     from hallmark.model import load  # imported here so that `--help` does not load llama.cpp
 
-    return load(model, n_ctx=ctx_size, n_threads=threads, n_gpu_layers=gpu_layers)
+    return load(
+        options.pop("model"),
+        n_ctx=options.pop("ctx_size"),
+        n_threads=options.pop("threads"),
+        n_gpu_layers=options.pop("gpu_layers"),
+        watermark=options.pop("watermark_scheme"),
+        watermark_key=options.pop("watermark_key"),
+    )
 
 
 def _read_prompt(prompt: str | None) -> str:
@@ -202,6 +229,8 @@ def main() -> None:
       hallmark chat "Name three primary colours."
       hallmark models
       hallmark info gemma-3-270m --json
+      hallmark detect essay.txt
+      hallmark keys list
     """
 
 
@@ -213,16 +242,7 @@ def main() -> None:
     "--json", "as_json", is_flag=True, help="Print one JSON object (text, tokens, finish reason, timings)."
 )
 @click.option("-v", "--verbose", is_flag=True, help="Print token counts and speed to stderr.")
-def generate(
-    prompt: str | None,
-    model: str,
-    ctx_size: int | None,
-    threads: int | None,
-    gpu_layers: int,
-    as_json: bool,
-    verbose: bool,
-    **sampling: Any,
-) -> None:
+def generate(prompt: str | None, as_json: bool, verbose: bool, **options: Any) -> None:
     """Continue PROMPT (or stdin, with '-' or no argument) and stream the text.
 
     \b
@@ -232,9 +252,9 @@ def generate(
       echo "The capital of France is" | hallmark generate --stop . --json
       hallmark generate -m gemma-3-270m "Water boils at" --seed 7 --logprobs 3 --json
     """
-    params = _sampling_from(sampling)
+    params = _sampling_from(options)
     text = _read_prompt(prompt)
-    llm = _load(model, ctx_size, threads, gpu_layers)
+    llm = _load(options)
     if as_json:
         result = llm.generate(text, params=params)
         click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
@@ -258,17 +278,7 @@ _CHAT_HELP = "Commands: /reset clears the conversation, /exit (or Ctrl-D) quits,
 @click.option(
     "-v", "--verbose", is_flag=True, help="Print token counts and speed to stderr after each reply."
 )
-def chat(
-    message: str | None,
-    model: str,
-    ctx_size: int | None,
-    threads: int | None,
-    gpu_layers: int,
-    system: str | None,
-    as_json: bool,
-    verbose: bool,
-    **sampling: Any,
-) -> None:
+def chat(message: str | None, system: str | None, as_json: bool, verbose: bool, **options: Any) -> None:
     """Chat with a model: answer MESSAGE once, or talk in a loop.
 
     With no MESSAGE, reads messages from the terminal (history kept), or one message per line
@@ -280,8 +290,8 @@ def chat(
       hallmark chat --system "Answer in one sentence." --temperature 0.3
       printf 'Hi!\\nWhat did I just say?\\n' | hallmark chat
     """
-    params = _sampling_from(sampling)
-    llm = _load(model, ctx_size, threads, gpu_layers)
+    params = _sampling_from(options)
+    llm = _load(options)
     history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
 
     def reply(user_text: str) -> None:
@@ -435,6 +445,205 @@ def info(model: str, as_json: bool) -> None:
     for key, value in meta.items():
         text = value.replace("\n", "\\n")
         click.echo(f"  {key:40} {text if len(text) <= 100 else text[:97] + '...'}")
+
+
+# -- watermark keys and detection ----------------------------------------------------------------
+@main.group(context_settings=CONTEXT_SETTINGS)
+def keys() -> None:
+    """Manage the secret keys that watermark your output.
+
+    Keys live in ~/.config/hallmark/keys/ (or $HALLMARK_CONFIG_DIR/keys/), readable by you only.
+    $HALLMARK_WATERMARK_KEY, if set, is used instead of the stored default key. The first
+    watermarked generation creates a key named 'default' if you have none.
+
+    \b
+    Examples:
+      hallmark keys new
+      hallmark keys new newsroom
+      hallmark keys list --json
+      hallmark keys show newsroom
+    """
+
+
+def _key_dict(key: Any, with_secret: bool = False) -> dict[str, Any]:
+    d = {
+        "name": key.name,
+        "key_id": key.key_id,
+        "created": key.created,
+        "path": str(key.path) if key.path else None,
+    }
+    if with_secret:
+        d["secret"] = key.secret.hex()
+    return d
+
+
+@keys.command("new", context_settings=CONTEXT_SETTINGS)
+@click.argument("name", default="default")
+@click.option("--json", "as_json", is_flag=True, help="Print the new key's details as JSON.")
+def keys_new(name: str, as_json: bool) -> None:
+    """Create a new random key called NAME (default: 'default'); never overwrites one.
+
+    \b
+    Examples:
+      hallmark keys new
+      hallmark keys new newsroom --json
+    """
+    from hallmark.watermark.keys import new_key
+
+    key = new_key(name)
+    if as_json:
+        click.echo(json.dumps(_key_dict(key)))
+    else:
+        click.echo(f"created key {key.name} (id {key.key_id}) at {key.path}")
+
+
+@keys.command("list", context_settings=CONTEXT_SETTINGS)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+def keys_list(as_json: bool) -> None:
+    """List stored keys (names and public ids; never the secrets).
+
+    \b
+    Examples:
+      hallmark keys list
+      hallmark keys list --json
+    """
+    from hallmark.watermark.keys import ENV_KEY, _from_env, keys_dir, list_keys
+
+    found = list_keys()
+    env = _from_env()
+    if as_json:
+        click.echo(json.dumps([_key_dict(k) for k in found] + ([_key_dict(env)] if env else []), indent=2))
+        return
+    if not found and env is None:
+        click.echo(f"no keys yet in {keys_dir()}; create one with: hallmark keys new")
+        return
+    for k in found:
+        click.echo(f"{k.name:20} {k.key_id}  created {k.created}")
+    if env is not None:
+        click.echo(f"{'(from ' + ENV_KEY + ')':20} {env.key_id}  used instead of the default key")
+
+
+@keys.command("show", context_settings=CONTEXT_SETTINGS)
+@click.argument("name", default="default")
+@click.option("--secret", is_flag=True, help="Also print the secret (hex). Keep it private.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def keys_show(name: str, secret: bool, as_json: bool) -> None:
+    """Show one key by NAME or id (default: 'default').
+
+    \b
+    Examples:
+      hallmark keys show
+      hallmark keys show newsroom --json
+    """
+    from hallmark.watermark.keys import find_key
+
+    d = _key_dict(find_key(name), with_secret=secret)
+    if as_json:
+        click.echo(json.dumps(d, indent=2))
+    else:
+        for k, v in d.items():
+            click.echo(f"{k:8} {v}")
+
+
+@main.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("file", default="-", type=click.Path(allow_dash=True, dir_okay=False))
+@click.option(
+    "-m",
+    "--model",
+    default=None,
+    envvar=_envvar("model"),
+    show_envvar=True,
+    help="Model whose tokenizer generated the text [default: found from --spec, else "
+    f"{DEFAULT_MODEL}]. Only the tokenizer is loaded.",
+)
+@click.option(
+    "--spec",
+    default=None,
+    envvar=_envvar("watermark_spec"),
+    show_envvar=True,
+    help="Watermark spec id (as printed by `generate --json`) or JSON, or @FILE holding either.",
+)
+@click.option(
+    "--scheme",
+    type=click.Choice(SCHEMES),
+    default=DEFAULT_SCHEME,
+    show_default=True,
+    help="Scheme to test for when no --spec is given.",
+)
+@click.option(
+    "--key",
+    "key_name",
+    default=None,
+    metavar="NAME_OR_ID",
+    envvar=_envvar("watermark_key_name"),
+    show_envvar=True,
+    help="Stored key [default: the spec's key, else your default key].",
+)
+@click.option(
+    "--fpr",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=1e-3,
+    show_default=True,
+    help="False-positive rate the verdict is made at.",
+)
+@click.option(
+    "--windows/--no-windows",
+    default=True,
+    show_default=True,
+    help="Also look for watermarked passages inside longer text.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+def detect(
+    file: str,
+    model: str | None,
+    spec: str | None,
+    scheme: str,
+    key_name: str | None,
+    fpr: float,
+    windows: bool,
+    as_json: bool,
+) -> None:
+    """Test FILE (or stdin) for the watermark: tokens scored, statistic, exact p-value, verdict.
+
+    Needs only the generating model's tokenizer and the key, not the model itself. Exit status is
+    0 whatever the verdict; read it from the output.
+
+    \b
+    Examples:
+      hallmark detect essay.txt
+      hallmark generate "Breaking news:" --json | jq -r .text | hallmark detect -
+      hallmark detect essay.txt --spec hm1-gumbel-w4-k0e92caa512ae-tade6dc1a204a04a9 --json
+      hallmark detect essay.txt --scheme kgw --fpr 0.01
+    """
+    from hallmark.watermark.api import detect as run_detect
+
+    if file == "-":
+        if sys.stdin.isatty():
+            raise click.UsageError("give a FILE, or pipe the text on stdin")
+        text = sys.stdin.read()
+    else:
+        try:
+            text = Path(file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise HallmarkError(f"cannot read {file}: {e}") from e
+    if spec and spec.startswith("@"):
+        try:
+            spec = Path(spec[1:]).read_text().strip()
+        except OSError as e:
+            raise HallmarkError(f"cannot read spec file {spec[1:]}: {e.strerror}") from e
+    result = run_detect(text, model=model, spec=spec, key=key_name, scheme=scheme, fpr=fpr, windowed=windows)
+    if as_json:
+        click.echo(json.dumps(result.to_dict()))
+        return
+    click.echo(result.message)
+    click.echo(f"  spec       {result.spec_id}")
+    click.echo(f"  tokens     {result.tokens} ({result.scored} distinct scored)")
+    click.echo(f"  statistic  {result.statistic:.2f} (z = {result.z_score:.2f})")
+    click.echo(f"  p-value    {result.p_value:.3g}")
+    for span in result.spans:
+        preview = text[span.start : span.end].replace("\n", " ")
+        preview = preview if len(preview) <= 60 else preview[:57] + "..."
+        click.echo(f"  passage    chars {span.start}-{span.end}, p = {span.p_value:.3g}: {preview!r}")
 
 
 if __name__ == "__main__":

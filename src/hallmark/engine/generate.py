@@ -16,8 +16,8 @@ from hallmark.backends.base import Backend
 from hallmark.engine.results import StreamChunk
 from hallmark.engine.sampling import SamplingParams
 from hallmark.engine.sequence import Sequence
-from hallmark.watermark.schemes import Scheme
 from hallmark.errors import ContextLengthError, InvalidSamplingError, PromptError
+from hallmark.watermark.schemes import Scheme
 
 
 @dataclass

@@ -45,6 +45,8 @@ def build_detector(
     if model is None:
         model = _model_for_tokenizer(parsed.tokenizer) if parsed is not None else DEFAULT_MODEL
     name, tokenizer = load_tokenizer(model)
+    if parsed is not None:
+        parsed.check_tokenizer(tokenizer.fingerprint(), name)
     if isinstance(key, str):
         wm_key = find_key(key)
     elif key is not None:
@@ -55,12 +57,10 @@ def build_detector(
         wm_key = default_key(create=False)
     if parsed is None:
         parsed = WatermarkSpec.create(scheme, wm_key.key_id, tokenizer.fingerprint())
-    else:
-        parsed.check_tokenizer(tokenizer.fingerprint(), name)
-        if wm_key.key_id != parsed.key_id:
-            raise WatermarkSpecError(
-                f"key {wm_key.name} ({wm_key.key_id}) is not the key of spec {parsed.spec_id}"
-            )
+    elif wm_key.key_id != parsed.key_id:
+        raise WatermarkSpecError(
+            f"key {wm_key.name} ({wm_key.key_id}) is not the key of spec {parsed.spec_id}"
+        )
     return Detector(tokenizer, parsed, wm_key.secret)
 
 

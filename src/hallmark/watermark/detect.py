@@ -6,8 +6,8 @@ Needs only the tokenizer and the key. The p-value is exact for the scheme's null
 Repeated contexts are scored once (their first occurrence), which keeps that independence and
 matches generation, which does not watermark repeated contexts.
 
-Windowed detection scans windows of several sizes for a watermarked passage inside other text;
-its p-values are Bonferroni-corrected for the number of windows tested.
+Windowed detection finds watermarked passages inside other text as maximal-scoring segments of
+the per-token scores; their p-values are Bonferroni-corrected for every segment that could be tested.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from hallmark.watermark.spec import WatermarkSpec
 
 DEFAULT_FPR = 1e-3
 MIN_TOKENS = 16  # fewer scored tokens than this: no verdict
-WINDOW_SIZES = (32, 64, 128, 256)
 
 
 @dataclass
@@ -132,34 +131,36 @@ class Detector:
     def _windows(
         self, text: str, tokens: np.ndarray, positions: np.ndarray, scores: np.ndarray, fpr: float
     ) -> list[Span]:
+        """Watermarked passages: maximal-scoring segments of the per-token scores.
+
+        Each token's score minus a drift term (the null mean plus half a standard deviation) is
+        positive on average inside a watermarked passage and negative outside, so the segment
+        with the largest sum (Kadane) lines up with the passage. Segments are taken one at a time
+        until none is significant; each p-value is Bonferroni-corrected for all n(n+1)/2 segments.
+        """
         n = scores.shape[0]
-        sizes = [s for s in WINDOW_SIZES if s <= n] or [n]
-        tested = sum(n - s + 1 for s in sizes)
-        hits: list[tuple[int, int, float]] = []  # (first scored index, last scored index, corrected p)
-        csum = np.concatenate([[0.0], np.cumsum(scores)])
-        for size in sizes:
-            sums = csum[size:] - csum[:-size]
-            p = np.asarray(self.scheme.p_value(sums, size)) * tested
-            for i in np.flatnonzero(p < fpr):
-                hits.append((int(i), int(i) + size - 1, float(min(1.0, p[i]))))
-        if not hits:
-            return []
-        hits.sort()
-        merged: list[list[float]] = []
-        for lo, hi, p in hits:
-            if merged and lo <= merged[-1][1]:
-                merged[-1][1] = max(merged[-1][1], hi)
-                merged[-1][2] = min(merged[-1][2], p)
-            else:
-                merged.append([lo, hi, p])
+        mean, var = self.scheme.null_mean_var()
+        drifted = scores - (mean + 0.5 * np.sqrt(var))
+        n_segments = n * (n + 1) / 2
+        free = np.ones(n, dtype=bool)
+        found: list[tuple[int, int, float]] = []
+        while True:
+            lo, hi = _max_segment(np.where(free, drifted, -np.inf))
+            if hi < lo:
+                break
+            size = hi - lo + 1
+            p = min(1.0, float(self.scheme.p_value(float(scores[lo : hi + 1].sum()), size)) * n_segments)
+            if p >= fpr or size < MIN_TOKENS:
+                break
+            found.append((lo, hi, p))
+            free[lo : hi + 1] = False
         offsets = self._char_offsets(text, tokens)
         width = self.scheme.width
         spans = []
-        for lo, hi, p in merged:
+        for lo, hi, p in sorted(found):
             # A scored token's watermark starts at its context, `width` tokens earlier.
-            first_token = max(0, int(positions[int(lo)]) - width)
-            last_token = int(positions[int(hi)])
-            spans.append(Span(offsets[first_token], offsets[last_token + 1], int(hi - lo + 1), p))
+            first_token = max(0, int(positions[lo]) - width)
+            spans.append(Span(offsets[first_token], offsets[int(positions[hi]) + 1], hi - lo + 1, p))
         return spans
 
     def _char_offsets(self, text: str, tokens: np.ndarray) -> list[int]:
@@ -175,3 +176,17 @@ class Detector:
             pos += n
         char_at_byte[pos:] = len(text)
         return [int(char_at_byte[min(int(b), len(encoded))]) for b in byte_ends]
+
+
+def _max_segment(values: np.ndarray) -> tuple[int, int]:
+    """Indices (lo, hi) of the contiguous run with the largest positive sum; hi < lo if none."""
+    best, best_lo, best_hi = 0.0, 0, -1
+    run, run_lo = 0.0, 0
+    for i, v in enumerate(values.tolist()):
+        if run <= 0:
+            run, run_lo = v, i
+        else:
+            run += v
+        if run > best:
+            best, best_lo, best_hi = run, run_lo, i
+    return best_lo, best_hi

@@ -1,0 +1,265 @@
+"""Watermark: spec, keys, schemes, detector. Real models; human text from the stdlib's docstrings."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy import stats
+
+import hallmark
+from hallmark.errors import WatermarkKeyError, WatermarkSpecError
+from hallmark.watermark import Detector, SequenceWatermarker, WatermarkKey, WatermarkSpec, make_scheme
+from hallmark.watermark.keys import find_key, list_keys, new_key
+from tests.conftest import run_cli
+from tests.human_text import human_passages
+
+PROMPTS = [
+    "The history of the printing press begins",
+    "Breaking news: the city council voted",
+    "Dear diary, today I finally",
+    "The recipe calls for two cups of flour and",
+]
+
+
+def _key(i: int) -> WatermarkKey:
+    return WatermarkKey(name=f"k{i}", secret=f"test-secret-{i}".encode() * 2, created="", path=None)
+
+
+def _detector(model, scheme: str, key: WatermarkKey) -> Detector:
+    spec = WatermarkSpec.create(scheme, key.key_id, model.backend.fingerprint())
+    return Detector(model.backend, spec, key.secret)
+
+
+@pytest.fixture(scope="module")
+def generations(smollm2):
+    """Watermarked generations (temperature 1.0, 150 tokens) under key 0, for both schemes."""
+    out = {}
+    for scheme in ("gumbel", "kgw"):
+        model = hallmark.load(smollm2.path, n_ctx=512, max_sequences=4, show_progress=False, watermark=scheme)
+        model._watermark = make_scheme(
+            WatermarkSpec.create(scheme, _key(0).key_id, model.backend.fingerprint()), _key(0).secret
+        )
+        results = model.generate_batch(PROMPTS, temperature=1.0, max_tokens=150, seed=11, ignore_eos=True)
+        out[scheme] = (model, results)
+    return out
+
+
+# -- spec ---------------------------------------------------------------------------------------
+def test_spec_round_trips_through_json_and_id():
+    for scheme in ("gumbel", "kgw"):
+        spec = WatermarkSpec.create(scheme, "0e92caa512ae", "ade6dc1a204a04a9")
+        assert WatermarkSpec.from_json(spec.to_json()) == spec
+        assert WatermarkSpec.from_id(spec.spec_id) == spec
+        assert WatermarkSpec.parse(spec.to_json()) == WatermarkSpec.parse(spec.spec_id) == spec
+        assert json.loads(spec.to_json())["spec_id"] == spec.spec_id
+    assert WatermarkSpec.create("kgw", "0e92caa512ae", "ade6dc1a204a04a9").spec_id == (
+        "hm1-kgw-w3-g0.25-d2-k0e92caa512ae-tade6dc1a204a04a9"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("hm1-rot13-w4-kabcdef-tabcdef", "not a watermark spec id"),
+        ("hm9-gumbel-w4-kabcdef12-tabcdef12", "version 9 is not supported"),
+        ('{"scheme": "gumbel"}', "malformed watermark spec JSON"),
+        ("hm1-kgw-w3-g1.5-d2-kabcdef-tabcdef", "gamma must be in (0, 1)"),
+    ],
+)
+def test_malformed_specs_are_refused(text, message):
+    with pytest.raises(WatermarkSpecError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        WatermarkSpec.parse(text)
+
+
+def test_spec_from_another_tokenizer_is_refused(smollm2, gemma):
+    spec = WatermarkSpec.create("gumbel", _key(0).key_id, smollm2.backend.fingerprint())
+    assert smollm2.backend.fingerprint() != gemma.backend.fingerprint()
+    with pytest.raises(WatermarkSpecError, match="was made for tokenizer"):
+        spec.check_tokenizer(gemma.backend.fingerprint(), "gemma-3-270m")
+    proc = run_cli("detect", "-", "--spec", spec.spec_id, "-m", "gemma-3-270m", stdin="some text " * 20)
+    assert proc.returncode == 1 and "was made for tokenizer" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# -- keys ---------------------------------------------------------------------------------------
+def test_keys_are_created_listed_found_and_never_overwritten(tmp_path, monkeypatch):
+    monkeypatch.setenv("HALLMARK_CONFIG_DIR", str(tmp_path))
+    key = new_key("alpha")
+    assert (tmp_path / "keys" / "alpha.json").stat().st_mode & 0o777 == 0o600
+    assert [k.name for k in list_keys()] == ["alpha"]
+    assert find_key("alpha") == key and find_key(key.key_id[:8]) == key
+    with pytest.raises(WatermarkKeyError, match="already exists"):
+        new_key("alpha")
+    with pytest.raises(WatermarkKeyError, match="no watermark key 'beta'"):
+        find_key("beta")
+    assert new_key("beta").key_id != key.key_id
+
+
+def test_env_key_wins_over_the_store(tmp_path, monkeypatch):
+    from hallmark.watermark.keys import default_key
+
+    monkeypatch.setenv("HALLMARK_CONFIG_DIR", str(tmp_path))
+    monkeypatch.setenv("HALLMARK_WATERMARK_KEY", "ab" * 32)
+    assert default_key().secret == bytes.fromhex("ab" * 32)
+    assert not (tmp_path / "keys").exists()  # nothing was written
+    monkeypatch.setenv("HALLMARK_WATERMARK_KEY", "short")
+    with pytest.raises(WatermarkKeyError, match="too short"):
+        default_key()
+
+
+def test_keys_cli(tmp_path):
+    env = {"HALLMARK_CONFIG_DIR": str(tmp_path)}
+    created = run_cli("keys", "new", "desk", "--json", env=env)
+    assert created.returncode == 0, created.stderr
+    key_id = json.loads(created.stdout)["key_id"]
+    listed = json.loads(run_cli("keys", "list", "--json", env=env).stdout)
+    assert [k["key_id"] for k in listed] == [key_id] and "secret" not in listed[0]
+    assert key_id in run_cli("keys", "show", "desk", env=env).stdout
+    again = run_cli("keys", "new", "desk", env=env)
+    assert again.returncode == 1 and "already exists" in again.stderr
+
+
+# -- schemes ------------------------------------------------------------------------------------
+def test_gumbel_choice_is_distributed_as_the_model_distribution():
+    """Distortion-free: over many contexts, the watermarked choice follows p exactly."""
+    spec = WatermarkSpec.create("gumbel", _key(0).key_id, "ade6dc1a204a04a9")
+    scheme = make_scheme(spec, _key(0).secret)
+    cand = np.array([5, 17, 99, 1234])
+    probs = np.array([0.5, 0.25, 0.15, 0.10])
+    rng = np.random.default_rng(0)
+    n = 20_000
+    contexts = rng.integers(0, 50_000, size=(n, 4))
+    picks = [scheme.choose(cand, probs, ctx, rng) for ctx in contexts]
+    counts = np.array([picks.count(int(c)) for c in cand])
+    assert stats.chisquare(counts, probs * n).pvalue > 0.001
+
+
+def test_kgw_biases_towards_green_tokens():
+    spec = WatermarkSpec.create("kgw", _key(0).key_id, "ade6dc1a204a04a9")
+    scheme = make_scheme(spec, _key(0).secret)
+    rng = np.random.default_rng(1)
+    cand = np.arange(100, 140)
+    probs = np.full(40, 1 / 40)
+    greens = []
+    for _ in range(2000):
+        ctx = rng.integers(0, 50_000, size=3)
+        token = scheme.choose(cand, probs, ctx, rng)
+        greens.append(scheme.score(np.append(ctx, token)).scores[-1])
+    # With delta=2 and gamma=0.25 on a flat distribution: P(green) = 0.25e^2 / (0.25e^2 + 0.75) = 0.71.
+    assert 0.66 < np.mean(greens) < 0.76
+
+
+def test_repeated_contexts_are_not_watermarked_twice():
+    spec = WatermarkSpec.create("gumbel", _key(0).key_id, "ade6dc1a204a04a9")
+    wm = SequenceWatermarker(make_scheme(spec, _key(0).secret))
+    rng = np.random.default_rng(0)
+    cand, probs = np.array([1, 2, 3]), np.array([0.5, 0.3, 0.2])
+    assert wm.pick(cand, probs, [7, 8, 9, 10], rng) is not None
+    assert wm.pick(cand, probs, [6, 7, 8, 9, 10], rng) is None  # same last-4 context
+    assert wm.pick(cand, probs, [8, 9, 10, 11], rng) is not None
+    assert (wm.marked, wm.unmarked) == (2, 1)
+
+
+# -- detection ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("scheme", ["gumbel", "kgw"])
+def test_generated_text_is_detected_with_its_key_and_not_another(generations, scheme):
+    model, results = generations[scheme]
+    right = _detector(model, scheme, _key(0))
+    wrong = _detector(model, scheme, _key(1))
+    # KGW only tilts the distribution, so on this small model's low-entropy text (after the default
+    # top-k/top-p/min-p filters) it needs more tokens than Gumbel for the same p-value.
+    fpr = 1e-3 if scheme == "gumbel" else 1e-2
+    for r in results:
+        assert r.watermark.applied and r.watermark.spec_id == right.spec.spec_id
+        found = right.detect(r.text, fpr=fpr)
+        assert found.watermarked, found.message
+        assert not wrong.detect(r.text, fpr=fpr).watermarked
+
+
+def test_p_values_are_uniform_on_human_text(smollm2):
+    texts = human_passages()
+    assert len(texts) >= 200
+    for scheme in ("gumbel", "kgw"):
+        det = _detector(smollm2, scheme, _key(0))
+        p = np.array([det.detect(t).p_value for t in texts])
+        _assert_valid_p_values(p, scheme)
+
+
+def test_p_values_are_uniform_under_other_keys(generations):
+    for scheme, (model, results) in generations.items():
+        p = np.array(
+            [_detector(model, scheme, _key(i)).detect(r.text).p_value for i in range(1, 61) for r in results]
+        )
+        _assert_valid_p_values(p, scheme)
+
+
+def _assert_valid_p_values(p: np.ndarray, scheme: str) -> None:
+    if scheme == "gumbel":
+        # Continuous statistic: the exact Gamma p-value is uniform under the null.
+        assert stats.kstest(p, "uniform").pvalue > 0.01
+    else:
+        # Binomial: p-values are discrete, hence conservative (P(p <= a) <= a), not uniform.
+        for alpha in (0.01, 0.05, 0.1, 0.25, 0.5):
+            assert np.mean(p <= alpha) <= alpha + 2.5 * np.sqrt(alpha * (1 - alpha) / p.size)
+
+
+def test_windowed_detection_finds_a_pasted_passage(generations):
+    model, results = generations["gumbel"]
+    det = _detector(model, "gumbel", _key(0))
+    human = human_passages()
+    before, after = human[3] + "\n\n" + human[10] + "\n\n", "\n\n" + human[20] + "\n\n" + human[30]
+    passage = results[1].text
+    text = before + passage + after
+    result = det.detect(text, windowed=True)
+    assert result.spans, result.message
+    start, end = len(before), len(before) + len(passage)
+    best = max(result.spans, key=lambda s: min(s.end, end) - max(s.start, start))
+    overlap = min(best.end, end) - max(best.start, start)
+    assert overlap >= 0.8 * len(passage)
+    assert best.end - best.start <= 1.3 * len(passage)
+    assert not det.detect(before + after, windowed=True).spans
+
+
+def test_short_text_gets_no_verdict(smollm2):
+    det = _detector(smollm2, "gumbel", _key(0))
+    r = det.detect("Too short to tell.")
+    assert r.verdict == "too_short" and "too short" in r.message
+
+
+def test_greedy_output_is_reported_unwatermarked(smollm2):
+    r = smollm2.generate("Hello", temperature=0, max_tokens=8)
+    assert r.watermark.applied is False and "greedy" in r.watermark.reason
+    off = smollm2.generate("Hello", temperature=0.8, max_tokens=8, watermark=False)
+    assert off.watermark.applied is False and "turned off" in off.watermark.reason
+
+
+def test_sampled_output_is_watermarked_by_default_and_detected_from_cli(tmp_path):
+    gen = run_cli(
+        "generate",
+        "Breaking news: the city council voted",
+        "--temperature",
+        "1",
+        "--max-tokens",
+        "120",
+        "--ignore-eos",
+        "--seed",
+        "5",
+        "--json",
+        "--ctx-size",
+        "512",
+    )
+    assert gen.returncode == 0, gen.stderr
+    out = json.loads(gen.stdout)
+    assert out["watermark"]["applied"] and out["watermark"]["spec_id"].startswith("hm1-gumbel-w4-")
+    path = tmp_path / "answer.txt"
+    path.write_text(out["text"])
+    from_file = json.loads(run_cli("detect", str(path), "--json").stdout)
+    from_stdin = json.loads(
+        run_cli("detect", "-", "--spec", out["watermark"]["spec_id"], "--json", stdin=out["text"]).stdout
+    )
+    for result in (from_file, from_stdin):
+        assert result["verdict"] == "watermarked" and result["p_value"] < 1e-3
+        assert result["spec_id"] == out["watermark"]["spec_id"]
+    human = run_cli("detect", "-", stdin=human_passages()[0])
+    assert human.returncode == 0 and "no watermark found" in human.stdout
