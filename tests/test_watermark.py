@@ -155,10 +155,11 @@ def test_repeated_contexts_are_not_watermarked_twice():
     wm = SequenceWatermarker(make_scheme(spec, _key(0).secret))
     rng = np.random.default_rng(0)
     cand, probs = np.array([1, 2, 3]), np.array([0.5, 0.3, 0.2])
-    assert wm.pick(cand, probs, [7, 8, 9, 10], rng) is not None
-    assert wm.pick(cand, probs, [6, 7, 8, 9, 10], rng) is None  # same last-4 context
-    assert wm.pick(cand, probs, [8, 9, 10, 11], rng) is not None
-    assert (wm.marked, wm.unmarked) == (2, 1)
+    assert wm.pick(cand, probs, [7, 8, 9, 10], rng, n_generated=4) is not None
+    assert wm.pick(cand, probs, [6, 7, 8, 9, 10], rng, n_generated=5) is None  # same last-4 context
+    assert wm.pick(cand, probs, [8, 9, 10, 11], rng, n_generated=6) is not None
+    assert wm.pick(cand, probs, [1, 2, 3, 4], rng, n_generated=3) is None  # first tokens: seeded draw
+    assert (wm.marked, wm.unmarked) == (2, 2)
 
 
 # -- detection ----------------------------------------------------------------------------------

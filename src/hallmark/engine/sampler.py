@@ -89,7 +89,7 @@ class Sampler:
             return int(np.argmax(x))
         candidates, probs = self.filtered_distribution(x)
         if watermarker is not None:
-            token = watermarker.pick(candidates, probs, context, self.rng)
+            token = watermarker.pick(candidates, probs, context, self.rng, n_generated)
             if token is not None:
                 return token
         return int(candidates[self._draw(probs)])

@@ -12,6 +12,7 @@ itself, through the keyed PRF in prf.py, so detection needs the text, the tokeni
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -141,6 +142,11 @@ class SequenceWatermarker:
     A context seen before in the same generation would make the scheme repeat its previous choice
     (Gumbel-max is deterministic given the context), which feeds repetition loops; such tokens are
     sampled normally instead. The detector skips repeated contexts in the same way.
+
+    The first `context_width` tokens of a generation are also sampled normally, from the request's
+    seeded generator: Gumbel-max is a deterministic function of (key, context), so without this
+    the same prompt would always give the same text whatever the seed. Those tokens cost nothing
+    in detection, which cannot score them anyway (their context is not all inside the text).
     """
 
     def __init__(self, scheme: Scheme):
@@ -150,11 +156,16 @@ class SequenceWatermarker:
         self.unmarked = 0
 
     def pick(
-        self, cand: np.ndarray, probs: np.ndarray, context: list[int], rng: np.random.Generator
+        self,
+        cand: np.ndarray,
+        probs: np.ndarray,
+        context: Sequence[int],
+        rng: np.random.Generator,
+        n_generated: int,
     ) -> int | None:
         """The watermarked choice, or None to let the sampler draw normally."""
         w = self.scheme.width
-        if len(context) < w or cand.shape[0] < 2:
+        if n_generated < w or cand.shape[0] < 2:
             self.unmarked += 1
             return None
         ctx = tuple(context[-w:])
