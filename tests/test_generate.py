@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import llama_cpp
+import numpy as np
 import pytest
 from llama_cpp import Llama
 
@@ -236,3 +237,14 @@ def test_token_id_prompts(smollm2):
         smollm2.generate([1, 10**9])
     with pytest.raises(hallmark.PromptError, match="empty"):
         smollm2.generate([])
+
+
+def test_token_logprobs_match_generation_logprobs(smollm2):
+    r = smollm2.generate(PROMPT, temperature=0, max_tokens=12, logprobs=1)
+    prompt_ids = smollm2.tokenize(PROMPT)
+    lp = smollm2.token_logprobs(prompt_ids + r.token_ids)
+    assert lp.shape == (len(prompt_ids) + 12 - 1,)
+    # Teacher forcing over the whole text gives the same numbers as step-by-step decoding, up to
+    # batched-kernel rounding.
+    np.testing.assert_allclose(lp[-12:], [x.logprob for x in r.logprobs], atol=2e-3)
+    assert smollm2.perplexity(PROMPT + r.text) > 1.0

@@ -8,6 +8,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from hallmark.backends.base import BackendConfig
 from hallmark.backends.llamacpp import LlamaCppBackend
 from hallmark.catalog import DEFAULT_MODEL, CatalogEntry, resolve
@@ -126,6 +128,23 @@ class Model:
             if chunk.final is not None:
                 results[i] = chunk.final
         return [r for r in results if r is not None]
+
+    def token_logprobs(self, text: str | Sequence[int]) -> np.ndarray:
+        """Log-probability of each token of `text` given the ones before it (the first is skipped)."""
+        if not self._free_slots:
+            raise HallmarkError("every sequence slot is busy with a stream; finish or close one first")
+        slot = self._free_slots.pop()
+        try:
+            return self.backend.token_logprobs(slot, self._prompt_ids(text))
+        finally:
+            self._free_slots.append(slot)
+
+    def perplexity(self, text: str | Sequence[int]) -> float:
+        """exp(mean negative log-likelihood) of `text` under this model."""
+        lp = self.token_logprobs(text)
+        if lp.size == 0:
+            raise PromptError("perplexity needs at least two tokens")
+        return float(np.exp(-lp.mean()))
 
     def render_chat(self, messages: Sequence[Mapping[str, Any]]) -> str:
         return render_chat(

@@ -50,6 +50,10 @@ class Backend(Protocol):
         """
         ...
 
+    def token_logprobs(self, seq_id: int, tokens: Sequence[int]) -> np.ndarray:
+        """log p(tokens[i] | tokens[:i]) for i >= 1 (teacher forcing); for perplexity and scoring."""
+        ...
+
     def sequence_length(self, seq_id: int) -> int: ...
 
     def free(self, seq_id: int) -> None:

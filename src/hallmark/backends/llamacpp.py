@@ -325,6 +325,39 @@ class LlamaCppBackend(Vocabulary):
                 results[seq_id] = view if last_chunk else view.copy()
         return [results[seq_id] for seq_id, _ in batch]
 
+    def token_logprobs(self, seq_id: int, tokens: Sequence[int]) -> np.ndarray:
+        """log p(tokens[i] | tokens[:i]) for i = 1..n-1 (teacher forcing), in a cleared sequence slot."""
+        if len(tokens) > self.n_ctx:
+            raise ValueError(f"{len(tokens)} tokens exceed the context of {self.n_ctx}")
+        self.free(seq_id)
+        out = np.empty(max(0, len(tokens) - 1), dtype=np.float64)
+        try:
+            for start in range(0, len(tokens), self.n_batch):
+                chunk = tokens[start : start + self.n_batch]
+                b = self._batch
+                b.n_tokens = len(chunk)
+                for i, tok in enumerate(chunk):
+                    b.token[i] = tok
+                    b.pos[i] = start + i
+                    b.n_seq_id[i] = 1
+                    b.seq_id[i][0] = seq_id
+                    b.logits[i] = True
+                rc = llama_cpp.llama_decode(self._ctx, b)
+                if rc != 0:
+                    raise HallmarkError(f"llama_decode failed with code {rc}")
+                for i in range(len(chunk)):
+                    nxt = start + i + 1
+                    if nxt >= len(tokens):
+                        break
+                    row = np.ctypeslib.as_array(
+                        llama_cpp.llama_get_logits_ith(self._ctx, i), shape=(self.n_vocab,)
+                    )
+                    m = float(row.max())
+                    out[nxt - 1] = float(row[tokens[nxt]]) - m - float(np.log(np.exp(row - m).sum()))
+        finally:
+            self.free(seq_id)
+        return out
+
     def free(self, seq_id: int) -> None:
         llama_cpp.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
         self._positions.pop(seq_id, None)
