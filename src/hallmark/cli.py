@@ -507,10 +507,10 @@ def keys_list(as_json: bool) -> None:
       hallmark keys list
       hallmark keys list --json
     """
-    from hallmark.watermark.keys import ENV_KEY, _from_env, keys_dir, list_keys
+    from hallmark.watermark.keys import ENV_KEY, env_key, keys_dir, list_keys
 
     found = list_keys()
-    env = _from_env()
+    env = env_key()
     if as_json:
         click.echo(json.dumps([_key_dict(k) for k in found] + ([_key_dict(env)] if env else []), indent=2))
         return

@@ -99,29 +99,19 @@ class GGUFHeader:
 
 def read_gguf_header(path: str | Path) -> GGUFHeader:
     """Metadata, parameter count and vocabulary size, without loading the weights (fast)."""
-    path = Path(path)
-    check_gguf_file(path)
-    _init_llama()
-    params = llama_cpp.llama_model_default_params()
-    params.vocab_only = True
-    model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
-    if not model:
-        raise ModelFileError(
-            f"llama.cpp could not read {path} (truncated or corrupt file, or an unsupported "
-            "architecture); set HALLMARK_LLAMA_LOGS=1 to see why"
-        )
+    tokenizer = Tokenizer(path)
     try:
-        meta = _model_metadata(model)
+        meta = _model_metadata(tokenizer._model)
         # A vocab-only load skips the hyper-parameters, so the context length comes from the metadata.
         n_ctx_train = meta.get(f"{meta.get('general.architecture', '')}.context_length", "0")
         return GGUFHeader(
             metadata=meta,
-            n_params=int(llama_cpp.llama_model_n_params(model)),
-            n_vocab=int(llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(model))),
+            n_params=int(llama_cpp.llama_model_n_params(tokenizer._model)),
+            n_vocab=tokenizer.n_vocab,
             n_ctx_train=int(n_ctx_train) if n_ctx_train.isdigit() else 0,
         )
     finally:
-        llama_cpp.llama_model_free(model)
+        tokenizer.close()
 
 
 class Vocabulary:

@@ -48,7 +48,8 @@ def keys_dir() -> Path:
     return config_dir() / "keys"
 
 
-def _from_env() -> WatermarkKey | None:
+def env_key() -> WatermarkKey | None:
+    """The key given by $HALLMARK_WATERMARK_KEY, if set."""
     value = os.environ.get(ENV_KEY)
     if not value:
         return None
@@ -99,7 +100,7 @@ def new_key(name: str = DEFAULT_NAME) -> WatermarkKey:
 def find_key(name_or_id: str) -> WatermarkKey:
     """A stored key by name or key id (or id prefix of at least 6 characters)."""
     keys = list_keys()
-    env = _from_env()
+    env = env_key()
     if env is not None:
         keys.append(env)
     exact = [k for k in keys if name_or_id in (k.name, k.key_id)]
@@ -118,7 +119,7 @@ def find_key(name_or_id: str) -> WatermarkKey:
 
 def default_key(create: bool = True) -> WatermarkKey:
     """$HALLMARK_WATERMARK_KEY, else the stored 'default' key, created (and announced) on first use."""
-    env = _from_env()
+    env = env_key()
     if env is not None:
         return env
     path = keys_dir() / f"{DEFAULT_NAME}.json"
