@@ -614,6 +614,8 @@ def main() -> None:
         if proc.returncode != 0:
             raise SystemExit(f"stage {stage} failed")
         res[stage] = json.loads(proc.stdout.strip().splitlines()[-1])
+        # Keep each stage's result as soon as it exists: a later stage failing must not lose it.
+        (RESULTS / f"watermark.{stage}.json").write_text(json.dumps(res[stage], indent=2) + "\n")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2) + "\n")
