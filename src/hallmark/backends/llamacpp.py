@@ -114,6 +114,18 @@ def read_gguf_header(path: str | Path) -> GGUFHeader:
         tokenizer.close()
 
 
+def _load_model(path: Path, params: llama_cpp.llama_model_params, verb: str) -> llama_cpp.llama_model_p:
+    check_gguf_file(path)
+    _init_llama()
+    model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+    if not model:
+        raise ModelFileError(
+            f"llama.cpp could not {verb} {path} (truncated or corrupt file, or an unsupported "
+            "architecture); set HALLMARK_LLAMA_LOGS=1 to see why"
+        )
+    return model
+
+
 class Vocabulary:
     """Tokenizer operations on a llama.cpp vocabulary (shared by the backend and the detector)."""
 
@@ -193,16 +205,9 @@ class Tokenizer(Vocabulary):
 
     def __init__(self, model_path: str | Path):
         path = Path(model_path)
-        check_gguf_file(path)
-        _init_llama()
         params = llama_cpp.llama_model_default_params()
         params.vocab_only = True
-        self._model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
-        if not self._model:
-            raise ModelFileError(
-                f"llama.cpp could not read {path} (truncated or corrupt file, or an unsupported "
-                "architecture); set HALLMARK_LLAMA_LOGS=1 to see why"
-            )
+        self._model = _load_model(path, params, "read")
         super().__init__(llama_cpp.llama_model_get_vocab(self._model))
 
     def close(self) -> None:
@@ -218,18 +223,9 @@ class Tokenizer(Vocabulary):
 class LlamaCppBackend(Vocabulary):
     def __init__(self, model_path: str | Path, config: BackendConfig | None = None):
         config = config or BackendConfig()
-        path = Path(model_path)
-        check_gguf_file(path)
-        _init_llama()
-
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = config.n_gpu_layers if config.n_gpu_layers >= 0 else 2**31 - 1
-        self._model = llama_cpp.llama_model_load_from_file(str(path).encode(), model_params)
-        if not self._model:
-            raise ModelFileError(
-                f"llama.cpp could not load {path} (truncated or corrupt file, or an unsupported "
-                "architecture); set HALLMARK_LLAMA_LOGS=1 to see why"
-            )
+        self._model = _load_model(Path(model_path), model_params, "load")
         super().__init__(llama_cpp.llama_model_get_vocab(self._model))
         self.n_ctx_train = llama_cpp.llama_model_n_ctx_train(self._model)
         self.n_ctx = config.n_ctx or min(self.n_ctx_train, _DEFAULT_MAX_CTX)
