@@ -8,7 +8,7 @@ folder, and unwatermarked generations from the same prompts. Side by side, on ge
 from the same GGUF: transformers' own KGW (`WatermarkingConfig`) and SynthID-Text
 (`SynthIDTextWatermarkingConfig`) with their detectors.
 
-    python bench/watermark.py                       # everything (about 40 minutes on 2 cores)
+    python bench/watermark.py                       # everything (about 90 minutes on 2 cores)
     python bench/watermark.py --per-cell 8 --skip-transformers   # a quick look
 
 Writes bench/results/watermark.json, bench/results/watermark.md and bench/results/watermark_roc.png.
