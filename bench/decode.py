@@ -60,6 +60,23 @@ def _median(xs: list[float]) -> float:
     return float(statistics.median(xs))
 
 
+def _measure(timed, prompt, long_prompt, repeats: int, load_s: float) -> dict:
+    """Decode and prefill speed from a system's `timed(prompt, n_tokens) -> seconds`, the same for all."""
+    timed(prompt, 4)  # warm-up
+    decode, prefill = [], []
+    for _ in range(repeats):
+        decode.append((N_DECODE - 1) / (timed(prompt, N_DECODE) - timed(prompt, 1)))
+        prefill.append(N_PREFILL / timed(long_prompt, 1))
+    return {
+        "load_s": load_s,
+        "decode_tps": _median(decode),
+        "prefill_tps": _median(prefill),
+        "decode_runs": decode,
+        "prefill_runs": prefill,
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
 # --------------------------------------------------------------------------------------------------
 # workers: each runs in its own process and prints one JSON object
 # --------------------------------------------------------------------------------------------------
@@ -78,19 +95,7 @@ def worker_hallmark(model: str, threads: int, repeats: int) -> dict:
         assert len(r.token_ids) == n
         return time.perf_counter() - t
 
-    timed(prompt_ids, 4)  # warm-up
-    decode, prefill = [], []
-    for _ in range(repeats):
-        decode.append((N_DECODE - 1) / (timed(prompt_ids, N_DECODE) - timed(prompt_ids, 1)))
-        prefill.append(N_PREFILL / timed(long_ids, 1))
-    return {
-        "load_s": load_s,
-        "decode_tps": _median(decode),
-        "prefill_tps": _median(prefill),
-        "decode_runs": decode,
-        "prefill_runs": prefill,
-        "peak_rss_mb": _peak_rss_mb(),
-    }
+    return _measure(timed, prompt_ids, long_ids, repeats, load_s)
 
 
 def worker_hallmark_batch(model: str, threads: int, repeats: int) -> dict:
@@ -144,19 +149,7 @@ def worker_llama_cpp_python(model: str, threads: int, repeats: int) -> dict:
                 break
         return time.perf_counter() - t
 
-    timed(prompt_ids, 4)
-    decode, prefill = [], []
-    for _ in range(repeats):
-        decode.append((N_DECODE - 1) / (timed(prompt_ids, N_DECODE) - timed(prompt_ids, 1)))
-        prefill.append(N_PREFILL / timed(long_ids, 1))
-    return {
-        "load_s": load_s,
-        "decode_tps": _median(decode),
-        "prefill_tps": _median(prefill),
-        "decode_runs": decode,
-        "prefill_runs": prefill,
-        "peak_rss_mb": _peak_rss_mb(),
-    }
+    return _measure(timed, prompt_ids, long_ids, repeats, load_s)
 
 
 def worker_transformers(model: str, threads: int, repeats: int) -> dict:
@@ -189,20 +182,11 @@ def worker_transformers(model: str, threads: int, repeats: int) -> dict:
         assert out.shape[1] - input_ids.shape[1] == n
         return time.perf_counter() - t
 
-    timed(prompt["input_ids"], 4)
-    decode, prefill = [], []
-    for _ in range(repeats):
-        decode.append((N_DECODE - 1) / (timed(prompt["input_ids"], N_DECODE) - timed(prompt["input_ids"], 1)))
-        prefill.append(N_PREFILL / timed(long_ids, 1))
-    return {
-        "load_s": load_s,
-        "decode_tps": _median(decode),
-        "prefill_tps": _median(prefill),
-        "decode_runs": decode,
-        "prefill_runs": prefill,
-        "peak_rss_mb": _peak_rss_mb(),
-        "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__},
-    }
+    import transformers
+
+    result = _measure(timed, prompt["input_ids"], long_ids, repeats, load_s)
+    result["versions"] = {"torch": torch.__version__, "transformers": transformers.__version__}
+    return result
 
 
 WORKERS = {

@@ -143,17 +143,10 @@ def sampling_options(f: Callable[..., Any]) -> Callable[..., Any]:
             )
         elif fld.type in ("bool", bool):
             option = click.option(f"{flag}/--no-{flag[2:]}", default=None, **common)
-        elif name in (
-            "temperature",
-            "top_p",
-            "min_p",
-            "repetition_penalty",
-            "presence_penalty",
-            "frequency_penalty",
-        ):
-            option = click.option(flag, type=float, default=None, **common)
         else:
-            option = click.option(flag, type=int, default=None, **common)
+            # The remaining fields are numbers; the dataclass annotation says which kind.
+            number = float if fld.type == "float" else int
+            option = click.option(flag, type=number, default=None, **common)
         f = option(f)
     return f
 
