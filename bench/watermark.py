@@ -10,6 +10,7 @@ from the same GGUF: transformers' own KGW (`WatermarkingConfig`) and SynthID-Tex
 
     python bench/watermark.py                       # everything (about 90 minutes on 2 cores)
     python bench/watermark.py --per-cell 8 --skip-transformers   # a quick look
+    python bench/watermark.py --reuse-transformers   # hallmark side only (about 30 minutes)
 
 Writes bench/results/watermark.json, bench/results/watermark.md and bench/results/watermark_roc.png.
 """
@@ -587,6 +588,12 @@ def main() -> None:
     ap.add_argument("--per-cell", type=int, default=50, help="generations per (model, temperature, scheme)")
     ap.add_argument("--tokens", type=int, default=200)
     ap.add_argument("--skip-transformers", action="store_true")
+    ap.add_argument(
+        "--reuse-transformers",
+        action="store_true",
+        help="take the transformers side from the existing results file instead of re-running it "
+        "(it does not depend on hallmark's code and takes most of the run time)",
+    )
     ap.add_argument("--stage", choices=["hallmark", "transformers"], help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(RESULTS / "watermark.json"))
     args = ap.parse_args()
@@ -595,7 +602,11 @@ def main() -> None:
         print(json.dumps(fn(args.per_cell, args.tokens)))
         return
     res: dict = {"benchmark": "watermark", "date": time.strftime("%Y-%m-%d")}
-    stages = ["hallmark"] + ([] if args.skip_transformers else ["transformers"])
+    stages = ["hallmark"] + ([] if args.skip_transformers or args.reuse_transformers else ["transformers"])
+    if args.reuse_transformers:
+        previous = json.loads(Path(args.out).read_text())
+        res["transformers"] = previous["transformers"]
+        res["transformers_date"] = previous.get("transformers_date", previous["date"])
     for stage in stages:
         proc = subprocess.run(
             [

@@ -150,16 +150,28 @@ def test_kgw_biases_towards_green_tokens():
     assert 0.66 < np.mean(greens) < 0.76
 
 
-def test_repeated_contexts_are_not_watermarked_twice():
+def test_repeated_contexts_are_not_watermarked_twice_by_gumbel():
     spec = WatermarkSpec.create("gumbel", _key(0).key_id, "ade6dc1a204a04a9")
+    assert spec.context_width == 2
     wm = SequenceWatermarker(make_scheme(spec, _key(0).secret))
     rng = np.random.default_rng(0)
     cand, probs = np.array([1, 2, 3]), np.array([0.5, 0.3, 0.2])
     assert wm.pick(cand, probs, [7, 8, 9, 10], rng, n_generated=4) is not None
-    assert wm.pick(cand, probs, [6, 7, 8, 9, 10], rng, n_generated=5) is None  # same last-4 context
+    assert wm.pick(cand, probs, [6, 7, 9, 10], rng, n_generated=5) is None  # same last-2 context
     assert wm.pick(cand, probs, [8, 9, 10, 11], rng, n_generated=6) is not None
-    assert wm.pick(cand, probs, [1, 2, 3, 4], rng, n_generated=3) is None  # first tokens: seeded draw
+    assert wm.pick(cand, probs, [1, 2, 3, 4], rng, n_generated=1) is None  # first tokens: seeded draw
     assert (wm.marked, wm.unmarked) == (2, 2)
+
+
+def test_kgw_keeps_biasing_repeated_contexts():
+    """KGW's bias is soft, so a repeated context keeps its green list (as in the paper)."""
+    spec = WatermarkSpec.create("kgw", _key(0).key_id, "ade6dc1a204a04a9")
+    wm = SequenceWatermarker(make_scheme(spec, _key(0).secret))
+    rng = np.random.default_rng(0)
+    cand, probs = np.array([1, 2, 3]), np.array([0.5, 0.3, 0.2])
+    for _ in range(3):
+        assert wm.pick(cand, probs, [7, 8, 9, 10], rng, n_generated=4) is not None
+    assert (wm.marked, wm.unmarked) == (3, 0)
 
 
 # -- detection ----------------------------------------------------------------------------------
@@ -252,7 +264,7 @@ def test_sampled_output_is_watermarked_by_default_and_detected_from_cli(tmp_path
     )
     assert gen.returncode == 0, gen.stderr
     out = json.loads(gen.stdout)
-    assert out["watermark"]["applied"] and out["watermark"]["spec_id"].startswith("hm1-gumbel-w4-")
+    assert out["watermark"]["applied"] and out["watermark"]["spec_id"].startswith("hm1-gumbel-w2-")
     path = tmp_path / "answer.txt"
     path.write_text(out["text"])
     from_file = json.loads(run_cli("detect", str(path), "--json").stdout)

@@ -14,7 +14,8 @@ from hallmark.backends.base import BackendConfig
 from hallmark.backends.llamacpp import LlamaCppBackend
 from hallmark.catalog import DEFAULT_MODEL, CatalogEntry, resolve
 from hallmark.engine.chat import FALLBACK_STOP, render_chat
-from hallmark.engine.generate import Request, generate_stream
+from hallmark.engine.generate import generate_stream
+from hallmark.engine.request import Request
 from hallmark.engine.results import GenerationResult, StreamChunk
 from hallmark.engine.sampling import SamplingParams, sampling_params
 from hallmark.errors import HallmarkError, PromptError, WatermarkSpecError

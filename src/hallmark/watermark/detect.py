@@ -3,8 +3,8 @@
 Needs only the tokenizer and the key. The p-value is exact for the scheme's null distribution
 (Gamma for gumbel, Binomial for kgw): on text not watermarked with this key, each distinct
 (context, token) pair gets an independent pseudorandom score, so the p-value is uniform.
-Repeated contexts are scored once (their first occurrence), which keeps that independence and
-matches generation, which does not watermark repeated contexts.
+For gumbel, repeated contexts are scored once (their first occurrence), matching generation,
+which does not watermark them; for kgw every distinct (seed, token) pair counts once.
 
 Windowed detection finds watermarked passages inside other text as maximal-scoring segments of
 the per-token scores; their p-values are Bonferroni-corrected for every segment that could be tested.
@@ -76,10 +76,12 @@ class Detector:
         ts = self.scheme.score(tokens)
         if ts.positions.shape[0] == 0:
             return ts.positions, ts.scores
-        w = self.scheme.width
-        ctx = context_seeds(sliding_window_view(tokens[:-1], w), np.uint64(0))  # unkeyed identity
-        _, first_ctx = np.unique(ctx, return_index=True)
-        keep = np.sort(first_ctx)
+        keep = np.arange(ts.positions.shape[0])
+        if self.scheme.skip_repeated_contexts:
+            w = self.scheme.width
+            ctx = context_seeds(sliding_window_view(tokens[:-1], w), np.uint64(0))  # unkeyed identity
+            _, first_ctx = np.unique(ctx, return_index=True)
+            keep = np.sort(first_ctx)
         _, first_pair = np.unique(ts.keys[keep], return_index=True)
         keep = keep[np.sort(first_pair)]
         return ts.positions[keep], ts.scores[keep]
@@ -109,7 +111,7 @@ class Detector:
             verdict = "too_short"
             message = (
                 f"too short to decide: {n} distinct scored tokens, at least {MIN_TOKENS} are needed "
-                f"(the first {self.scheme.width} tokens of a text and repeated contexts are not scored)"
+                f"(the first {self.scheme.width} tokens of a text and repeats are not scored)"
             )
         elif p < fpr:
             verdict, message = "watermarked", f"watermarked (p = {p:.3g} < fpr {fpr:g})"

@@ -33,6 +33,8 @@ class TokenScores:
 
 class Scheme:
     name: str
+    # Whether a context seen before in the same text is left unwatermarked (and unscored).
+    skip_repeated_contexts: bool
 
     def __init__(self, spec: WatermarkSpec, secret: bytes):
         self.spec = spec
@@ -58,6 +60,8 @@ class Scheme:
 
 class GumbelScheme(Scheme):
     name = "gumbel"
+    # Gumbel-max is deterministic given the context: a repeated context would repeat its choice.
+    skip_repeated_contexts = True
 
     def choose(
         self, cand: np.ndarray, probs: np.ndarray, context: np.ndarray, rng: np.random.Generator
@@ -89,6 +93,9 @@ class GumbelScheme(Scheme):
 
 class KGWScheme(Scheme):
     name = "kgw"
+    # A soft bias that still samples: repeated contexts keep their green list, as in the paper, and
+    # the detector counts each distinct (seed, token) pair once.
+    skip_repeated_contexts = False
 
     def __init__(self, spec: WatermarkSpec, secret: bytes):
         super().__init__(spec, secret)
@@ -139,9 +146,9 @@ def make_scheme(spec: WatermarkSpec, secret: bytes) -> Scheme:
 class SequenceWatermarker:
     """Watermarks one generation: the scheme picks each sampled token whose context is new.
 
-    A context seen before in the same generation would make the scheme repeat its previous choice
-    (Gumbel-max is deterministic given the context), which feeds repetition loops; such tokens are
-    sampled normally instead. The detector skips repeated contexts in the same way.
+    For schemes that are deterministic given the context (gumbel), a context seen before in the
+    same generation would make the scheme repeat its previous choice, which feeds repetition loops;
+    such tokens are sampled normally instead, and the detector skips repeated contexts in the same way.
 
     The first `context_width` tokens of a generation are also sampled normally, from the request's
     seeded generator: Gumbel-max is a deterministic function of (key, context), so without this
@@ -169,9 +176,10 @@ class SequenceWatermarker:
             self.unmarked += 1
             return None
         ctx = tuple(context[-w:])
-        if ctx in self.seen:
-            self.unmarked += 1
-            return None
-        self.seen.add(ctx)
+        if self.scheme.skip_repeated_contexts:
+            if ctx in self.seen:
+                self.unmarked += 1
+                return None
+            self.seen.add(ctx)
         self.marked += 1
         return self.scheme.choose(cand, probs, np.asarray(ctx, dtype=np.int64), rng)

@@ -1,0 +1,186 @@
+"""Continuous batching: sequences join and leave a running batch between decode steps.
+
+Each `step()` makes one backend call that holds one new token for every decoding sequence plus
+as much waiting prompt as the batch budget (the backend's n_batch) allows, so a new request starts
+at the next step instead of waiting for others to finish, and a long prompt is prefilled in
+chunks without stalling the sequences already decoding. A finished or cancelled sequence frees
+its KV-cache slot at once.
+
+`submit()` and `cancel()` may be called from any thread; `step()` from one thread only (the
+engine thread in the server, the caller's thread in `generate_stream`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from hallmark.backends.base import Backend
+from hallmark.engine.request import Request, new_seed
+from hallmark.engine.results import StreamChunk
+from hallmark.engine.sequence import Sequence
+from hallmark.errors import HallmarkError
+
+
+class QueueFullError(HallmarkError):
+    """More requests are waiting than the scheduler accepts."""
+
+
+@dataclass(eq=False)
+class Submission:
+    """One sequence handed to the scheduler; the caller keeps it to cancel or identify events."""
+
+    request: Request
+    submitted_at: float = field(default_factory=time.perf_counter)
+    cancelled: bool = False
+    finished: bool = False
+
+
+@dataclass(eq=False)
+class _Running:
+    sub: Submission
+    seq: Sequence
+    prefilled: int = 0  # prompt tokens already in the KV cache
+
+    @property
+    def prefilling(self) -> bool:
+        return self.prefilled < len(self.seq.prompt_ids)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        backend: Backend,
+        model_name: str,
+        slots: Iterable[int] | None = None,
+        max_waiting: int | None = None,
+        token_budget: int | None = None,
+    ):
+        self.backend = backend
+        self.model_name = model_name
+        self.free_slots = list(slots if slots is not None else range(backend.max_sequences))
+        self.n_slots = len(self.free_slots)
+        self.max_waiting = max_waiting
+        self.token_budget = token_budget or getattr(backend, "n_batch", 2048)
+        self._waiting: deque[Submission] = deque()
+        self._running: list[_Running] = []
+        self._lock = threading.Lock()
+        self.wakeup = threading.Event()  # set when there is work; the engine thread waits on it
+
+    # -- any thread -----------------------------------------------------------------------------
+    def submit(self, request: Request) -> Submission:
+        request.validate(self.backend)
+        sub = Submission(request)
+        with self._lock:
+            if self.max_waiting is not None and len(self._waiting) >= self.max_waiting:
+                raise QueueFullError(
+                    f"the server is at capacity: {len(self._waiting)} requests are already waiting "
+                    f"for {self.n_slots} sequence slots; retry shortly"
+                )
+            self._waiting.append(sub)
+        self.wakeup.set()
+        return sub
+
+    def cancel(self, sub: Submission) -> None:
+        """Stop a submission; its slot is freed at the next step (or it never starts)."""
+        sub.cancelled = True
+        self.wakeup.set()
+
+    @property
+    def n_waiting(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def n_running(self) -> int:
+        return len(self._running)
+
+    @property
+    def idle(self) -> bool:
+        return not self._waiting and not self._running
+
+    # -- the stepping thread --------------------------------------------------------------------
+    def step(self) -> list[tuple[Submission, StreamChunk]]:
+        """Run one decode step; return the chunks it produced, in submission order."""
+        self._drop_cancelled()
+        self._admit()
+        if not self._running:
+            return []
+        batch: list[tuple[int, list[int]]] = []
+        stepped: list[_Running] = []
+        budget = self.token_budget
+        for r in self._running:  # decoding sequences first: one token each keeps their latency low
+            if not r.prefilling and budget > 0:
+                batch.append((r.seq.slot, [r.seq.last_token]))
+                stepped.append(r)
+                budget -= 1
+        for r in self._running:  # then as much waiting prompt as the budget allows
+            if r.prefilling and budget > 0:
+                take = r.seq.prompt_ids[r.prefilled : r.prefilled + budget]
+                batch.append((r.seq.slot, take))
+                stepped.append(r)
+                budget -= len(take)
+        try:
+            logits = self.backend.decode(batch)
+        except Exception as e:  # a failed step fails the sequences in it, not the engine
+            for r in stepped:
+                self._release(r)
+            raise HallmarkError(f"decode step failed: {e}") from e
+        events: list[tuple[Submission, StreamChunk]] = []
+        now = time.perf_counter()
+        for r, (_, tokens), lg in zip(stepped, batch, logits, strict=True):
+            if r.prefilling:
+                r.prefilled += len(tokens)
+                if r.prefilling:
+                    continue  # a chunk of a long prompt: no token to sample yet
+                r.seq.start_decoding((now - r.sub.submitted_at) * 1e3)
+            chunk = r.seq.accept(lg)
+            events.append((r.sub, chunk))
+            if chunk.final is not None:
+                self._release(r)
+        return events
+
+    def abort_all(self) -> None:
+        """Cancel everything, waiting or running, and free every slot."""
+        with self._lock:
+            for sub in self._waiting:
+                sub.cancelled = True
+            self._waiting.clear()
+        for r in list(self._running):
+            r.sub.cancelled = True
+            self._release(r)
+
+    def _drop_cancelled(self) -> None:
+        for r in [r for r in self._running if r.sub.cancelled]:
+            self._release(r)
+        with self._lock:
+            if any(s.cancelled for s in self._waiting):
+                self._waiting = deque(s for s in self._waiting if not s.cancelled)
+
+    def _admit(self) -> None:
+        while self.free_slots:
+            with self._lock:
+                if not self._waiting:
+                    return
+                sub = self._waiting.popleft()
+            slot = self.free_slots.pop()
+            self.backend.free(slot)  # a slot's previous owner may have left KV entries behind
+            req = sub.request
+            seq = Sequence(
+                slot=slot,
+                prompt_ids=req.prompt_ids,
+                params=req.params,
+                backend=self.backend,
+                model_name=self.model_name,
+                seed=req.params.seed if req.params.seed is not None else new_seed(),
+                watermark=req.watermark,
+            )
+            self._running.append(_Running(sub, seq))
+
+    def _release(self, r: _Running) -> None:
+        r.sub.finished = True
+        self._running.remove(r)
+        self.backend.free(r.seq.slot)
+        self.free_slots.append(r.seq.slot)
