@@ -19,6 +19,8 @@ TEST_CTX = 1024
 # Watermark keys go to a throw-away config dir, never the user's own; CLI subprocesses inherit it.
 os.environ["HALLMARK_CONFIG_DIR"] = tempfile.mkdtemp(prefix="hallmark-test-config-")
 os.environ.pop("HALLMARK_WATERMARK_KEY", None)
+# Likewise the server's request log.
+os.environ["HALLMARK_LOG_DB"] = os.path.join(tempfile.mkdtemp(prefix="hallmark-test-logs-"), "logs.db")
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +51,9 @@ def gemma(gemma_path: Path) -> hallmark.Model:
 def run_cli(*args: str, stdin: str | None = None, env: dict[str, str] | None = None, timeout: float = 120):
     """Run `python -m hallmark ARGS` as a real subprocess."""
     full_env = {
-        k: v for k, v in os.environ.items() if not k.startswith("HALLMARK_") or k == "HALLMARK_CONFIG_DIR"
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("HALLMARK_") or k in ("HALLMARK_CONFIG_DIR", "HALLMARK_LOG_DB")
     }
     full_env.update(env or {})
     return subprocess.run(

@@ -224,6 +224,8 @@ def main() -> None:
       hallmark info gemma-3-270m --json
       hallmark detect essay.txt
       hallmark keys list
+      hallmark serve --port 8000
+      hallmark logs
     """
 
 
@@ -605,7 +607,7 @@ def detect(
     Examples:
       hallmark detect essay.txt
       hallmark generate "Breaking news:" --json | jq -r .text | hallmark detect -
-      hallmark detect essay.txt --spec hm1-gumbel-w4-k0e92caa512ae-tade6dc1a204a04a9 --json
+      hallmark detect essay.txt --spec hm1-gumbel-w2-k0e92caa512ae-tade6dc1a204a04a9 --json
       hallmark detect essay.txt --scheme kgw --fpr 0.01
     """
     from hallmark.watermark.api import detect as run_detect
@@ -638,6 +640,9 @@ def detect(
         preview = preview if len(preview) <= 60 else preview[:57] + "..."
         click.echo(f"  passage    chars {span.start}-{span.end}, p = {span.p_value:.3g}: {preview!r}")
 
+
+# The server's commands live in their own module; importing it registers them on `main`.
+from hallmark import cli_server  # noqa: E402, F401
 
 if __name__ == "__main__":
     main()

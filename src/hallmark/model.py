@@ -101,8 +101,7 @@ class Model:
         Keyword arguments are SamplingParams fields (temperature, seed, stop, max_tokens, ...).
         With stream=True, returns an iterator of StreamChunk; the last one carries `.final`.
         """
-        p = sampling_params(params, **sampling)
-        return self._run(Request(self._prompt_ids(prompt), p, self._scheme_for(p)), stream)
+        return self._run(self.prompt_request(prompt, sampling_params(params, **sampling)), stream)
 
     def chat(
         self,
@@ -113,22 +112,29 @@ class Model:
         **sampling: Any,
     ) -> GenerationResult | Iterator[StreamChunk]:
         """Answer the last message of a conversation ([{"role": ..., "content": ...}, ...])."""
-        p = sampling_params(params, **sampling)
-        if not self.chat_template:
-            p = p.with_overrides(stop=tuple(p.stop) + FALLBACK_STOP)
-        return self._run(Request(self.chat_prompt_ids(messages), p, self._scheme_for(p)), stream)
+        return self._run(self.chat_request(messages, sampling_params(params, **sampling)), stream)
 
     def generate_batch(
         self, prompts: Sequence[str | Sequence[int]], *, params: SamplingParams | None = None, **sampling: Any
     ) -> list[GenerationResult]:
         """Generate for several prompts in one batch (one decode call per step for all of them)."""
         p = sampling_params(params, **sampling)
-        requests = [Request(self._prompt_ids(prompt), p, self._scheme_for(p)) for prompt in prompts]
+        requests = [self.prompt_request(prompt, p) for prompt in prompts]
         results: list[GenerationResult | None] = [None] * len(requests)
         for i, chunk in self._stream(requests):
             if chunk.final is not None:
                 results[i] = chunk.final
         return [r for r in results if r is not None]
+
+    def prompt_request(self, prompt: str | Sequence[int], params: SamplingParams) -> Request:
+        """A request to continue `prompt`, watermarked with this model's scheme unless params say not."""
+        return Request(self._prompt_ids(prompt), params, self._scheme_for(params))
+
+    def chat_request(self, messages: Sequence[Mapping[str, Any]], params: SamplingParams) -> Request:
+        """A request answering `messages` through the chat template."""
+        if not self.chat_template:  # the plain fallback format ends a turn where the next "User:" starts
+            params = params.with_overrides(stop=tuple(params.stop) + FALLBACK_STOP)
+        return Request(self.chat_prompt_ids(messages), params, self._scheme_for(params))
 
     def token_logprobs(self, text: str | Sequence[int]) -> np.ndarray:
         """Log-probability of each token of `text` given the ones before it (the first is skipped)."""

@@ -29,6 +29,14 @@ class QueueFullError(HallmarkError):
     """More requests are waiting than the scheduler accepts."""
 
 
+class StepError(HallmarkError):
+    """A decode step failed; the submissions in it were released and cannot continue."""
+
+    def __init__(self, failed: list[Submission], cause: Exception):
+        super().__init__(f"decode step failed: {cause}")
+        self.failed = failed
+
+
 @dataclass(eq=False)
 class Submission:
     """One sequence handed to the scheduler; the caller keeps it to cancel or identify events."""
@@ -124,10 +132,10 @@ class Scheduler:
                 budget -= len(take)
         try:
             logits = self.backend.decode(batch)
-        except Exception as e:  # a failed step fails the sequences in it, not the engine
+        except Exception as e:  # a failed step fails the sequences in it, not the scheduler
             for r in stepped:
                 self._release(r)
-            raise HallmarkError(f"decode step failed: {e}") from e
+            raise StepError([r.sub for r in stepped], e) from e
         events: list[tuple[Submission, StreamChunk]] = []
         now = time.perf_counter()
         for r, (_, tokens), lg in zip(stepped, batch, logits, strict=True):

@@ -1,0 +1,210 @@
+"""The FastAPI app: thin routes over the serving modules, plus auth, health, metrics and detect.
+
+hallmark serve smollm2-135m-instruct gemma-3-270m --api-key s3cret --metrics
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from hallmark import __version__
+from hallmark.errors import HallmarkError
+from hallmark.model import Model
+from hallmark.requestlog import RequestLog
+from hallmark.server.engine import ModelEngine
+from hallmark.server.errors import APIError, from_hallmark_error, install_handlers
+from hallmark.server.metrics import Metrics
+from hallmark.server.protocol import ChatCompletionRequest, CompletionRequest, DetectRequest
+from hallmark.server.serving import ServerState
+from hallmark.server.serving_chat import create_chat_completion
+from hallmark.server.serving_completions import create_completion
+
+log = logging.getLogger("hallmark.server")
+
+
+@dataclass
+class ServerConfig:
+    models: list[str] = field(default_factory=list)  # catalog names or .gguf paths; empty = the default model
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_keys: tuple[str, ...] = ()  # empty: no auth
+    n_ctx: int | None = 4096
+    max_sequences: int = 8  # KV-cache slots per model: sequences decoded together
+    max_waiting: int = 64  # sequences queued for a slot before new requests get 503
+    prefill_chunk: int = 512  # most prompt tokens prefilled per step, so decoding never stalls long
+    n_threads: int | None = None
+    n_gpu_layers: int = 0
+    metrics: bool = False
+    log_requests: bool = True
+    log_db: str | None = None  # None: $HALLMARK_LOG_DB or the default path
+    watermark: str | None = "gumbel"
+    watermark_key: str | None = None
+    shutdown_timeout: float = 30.0  # seconds in-flight requests get to finish on shutdown
+
+
+def load_state(config: ServerConfig) -> ServerState:
+    """Load every model and start its engine thread (errors surface here, before the port opens)."""
+    from hallmark.catalog import CATALOG, DEFAULT_MODEL
+    from hallmark.model import load
+
+    engines: dict[str, ModelEngine] = {}
+    aliases: dict[str, str] = {}
+    for name in config.models or [os.environ.get("HALLMARK_MODEL", DEFAULT_MODEL)]:
+        model: Model = load(
+            name,
+            n_ctx=config.n_ctx,
+            max_sequences=config.max_sequences,
+            n_threads=config.n_threads,
+            n_gpu_layers=config.n_gpu_layers,
+            watermark=config.watermark,
+            watermark_key=config.watermark_key,
+        )
+        if model.name in engines:
+            raise HallmarkError(f"model {model.name} is listed twice")
+        if config.watermark is not None:
+            _ = model.watermark  # create or load the key now, not during the first request
+        engines[model.name] = ModelEngine(model, config.max_waiting, config.prefill_chunk)
+        for entry in CATALOG:
+            if entry.name == model.name:
+                aliases.update({a: model.name for a in entry.aliases})
+        aliases.setdefault(Path(str(model.path)).name, model.name)
+    metrics = Metrics() if config.metrics else None
+    if metrics:
+        for e in engines.values():
+            metrics.watch_engine(e.name, lambda e=e: e.scheduler.n_running, lambda e=e: e.scheduler.n_waiting)
+    request_log = RequestLog(config.log_db) if config.log_requests else None
+    return ServerState(engines, aliases, request_log, metrics, tuple(config.api_keys))
+
+
+def create_app(state: ServerState) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        # Shutdown: uvicorn has already let in-flight requests finish (or cancelled them after the
+        # grace period, which logged them as cancelled). Stop the engines, then close the log.
+        state.draining = True
+        for engine in state.engines.values():
+            await asyncio.to_thread(engine.stop)
+        if state.request_log is not None:
+            state.request_log.close()
+
+    app = FastAPI(title="hallmark", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    install_handlers(app)
+
+    async def authorize(request: Request) -> None:
+        if not state.api_keys:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if not header or scheme.lower() != "bearer" or not token:
+            raise APIError(
+                401,
+                "You didn't provide an API key. Send it as 'Authorization: Bearer KEY'.",
+                code="missing_api_key",
+            )
+        if not any(hmac.compare_digest(token.encode(), k.encode()) for k in state.api_keys):
+            raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
+
+    auth = [Depends(authorize)]
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        status = "shutting_down" if state.draining else "ok"
+        return JSONResponse(
+            {
+                "status": status,
+                "models": {
+                    e.name: {
+                        "running": e.scheduler.n_running,
+                        "waiting": e.scheduler.n_waiting,
+                        "slots": e.scheduler.n_slots,
+                    }
+                    for e in state.engines.values()
+                },
+                "uptime_s": round(time.time() - state.started, 1),
+            },
+            status_code=503 if state.draining else 200,
+        )
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        if state.metrics is None:
+            raise APIError(404, "metrics are off; start the server with --metrics", type="not_found_error")
+        return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/v1/models", dependencies=auth)
+    async def list_models() -> JSONResponse:
+        data = []
+        for e in state.engines.values():
+            spec = e.model.watermark_spec
+            data.append(
+                {
+                    "id": e.name,
+                    "object": "model",
+                    "created": int(state.started),
+                    "owned_by": "hallmark",
+                    "hallmark": {
+                        "path": str(e.model.path),
+                        "n_ctx": e.model.n_ctx,
+                        "slots": e.scheduler.n_slots,
+                        "chat_template": e.model.chat_template is not None,
+                        "watermark_spec": spec.spec_id if spec else None,
+                    },
+                }
+            )
+        return JSONResponse({"object": "list", "data": data})
+
+    @app.post("/v1/chat/completions", dependencies=auth)
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+        return await create_chat_completion(state, body, request)
+
+    @app.post("/v1/completions", dependencies=auth)
+    async def completions(body: CompletionRequest, request: Request) -> Response:
+        return await create_completion(state, body, request)
+
+    @app.post("/v1/detect", dependencies=auth)
+    async def detect(body: DetectRequest) -> JSONResponse:
+        return JSONResponse(await asyncio.to_thread(_detect, state, body))
+
+    return app
+
+
+def _detect(state: ServerState, body: DetectRequest) -> dict:
+    """Same answer as `hallmark detect`: the served model's tokenizer and key, or the given spec."""
+    from hallmark.watermark.detect import Detector
+    from hallmark.watermark.keys import find_key
+    from hallmark.watermark.spec import WatermarkSpec
+
+    try:
+        engine = state.engine(body.model) if body.model else next(iter(state.engines.values()))
+        if body.spec:
+            spec = WatermarkSpec.parse(body.spec)
+            if not body.model:  # pick the served model whose tokenizer the spec names
+                engine = next(
+                    (e for e in state.engines.values() if e.model.backend.fingerprint() == spec.tokenizer),
+                    engine,
+                )
+            spec.check_tokenizer(engine.model.backend.fingerprint(), engine.name)
+        else:
+            scheme = engine.model.watermark
+            if scheme is None:
+                raise APIError(400, f"{engine.name} is served without a watermark; pass a spec", param="spec")
+            spec = scheme.spec
+        secret = find_key(spec.key_id).secret  # the key store, or $HALLMARK_WATERMARK_KEY
+        result = Detector(engine.model.backend, spec, secret).detect(
+            body.text, fpr=body.fpr, windowed=body.windowed
+        )
+    except HallmarkError as e:
+        raise from_hallmark_error(e) from e
+    return {"object": "watermark.detection", "model": engine.name, **result.to_dict()}
