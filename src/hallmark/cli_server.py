@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from datetime import datetime
@@ -69,6 +70,7 @@ def _read_key_file(path: str) -> list[str]:
     show_default=True,
     help="Most prompt tokens prefilled per step (keeps other streams flowing).",
 )
+@_opt("--no-prefix-cache", is_flag=True, help="Re-evaluate every prompt in full (no KV-cache reuse).")
 @_opt("--threads", type=click.IntRange(min=1), default=None, help="CPU threads [default: all].")
 @_opt("--gpu-layers", type=int, default=0, show_default=True, help="Layers to offload to a GPU; -1 = all.")
 @_opt("--metrics", is_flag=True, help="Serve Prometheus metrics at /metrics.")
@@ -130,6 +132,7 @@ def serve(
         max_sequences=options["max_sequences"],
         max_waiting=options["max_queue"],
         prefill_chunk=options["prefill_chunk"],
+        prefix_cache=not options["no_prefix_cache"],
         n_threads=options["threads"],
         n_gpu_layers=options["gpu_layers"],
         metrics=options["metrics"],
@@ -139,6 +142,9 @@ def serve(
         watermark_key=options["watermark_key"],
         shutdown_timeout=options["shutdown_timeout"],
     )
+    # The engine thread re-takes the GIL after every llama_decode; with Python's default 5 ms switch
+    # interval it can wait that long behind the event loop on every token.
+    sys.setswitchinterval(float(os.environ.get("HALLMARK_SWITCH_INTERVAL", "0.0002")))
     state = load_state(config)
     names = ", ".join(state.engines)
     auth = "API key required" if keys else "no API key (anyone who can reach the port can use it)"

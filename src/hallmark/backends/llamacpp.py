@@ -348,6 +348,20 @@ class LlamaCppBackend(Vocabulary):
         llama_cpp.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
         self._positions.pop(seq_id, None)
 
+    def truncate(self, seq_id: int, n_keep: int) -> bool:
+        """Keep only the first n_keep tokens of a sequence's KV cache (for prefix reuse).
+
+        False if the cache cannot drop a suffix (sliding-window caches may not); the sequence is
+        then freed entirely.
+        """
+        if n_keep >= self._positions.get(seq_id, 0):
+            return True
+        if n_keep > 0 and llama_cpp.llama_memory_seq_rm(self._memory, seq_id, n_keep, -1):
+            self._positions[seq_id] = n_keep
+            return True
+        self.free(seq_id)
+        return n_keep == 0
+
     def close(self) -> None:
         if getattr(self, "_batch", None) is not None:
             llama_cpp.llama_batch_free(self._batch)

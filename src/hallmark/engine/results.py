@@ -25,10 +25,11 @@ class TokenLogprob:
 class Timings:
     """Per-response timings, named as llama.cpp's server names them."""
 
-    prompt_n: int
+    prompt_n: int  # prompt tokens evaluated (not counting those reused from the KV cache)
     prompt_ms: float
     predicted_n: int
     predicted_ms: float
+    cache_n: int = 0  # prompt tokens reused from a previous request's KV cache
 
     @property
     def prompt_per_second(self) -> float:
@@ -40,6 +41,7 @@ class Timings:
 
     def to_dict(self) -> dict[str, float]:
         return {
+            "cache_n": self.cache_n,
             "prompt_n": self.prompt_n,
             "prompt_ms": round(self.prompt_ms, 3),
             "prompt_per_second": round(self.prompt_per_second, 2),

@@ -6,6 +6,10 @@ at the next step instead of waiting for others to finish, and a long prompt is p
 chunks without stalling the sequences already decoding. A finished or cancelled sequence frees
 its KV-cache slot at once.
 
+With `reuse_prefixes`, a finished sequence's KV cache stays in its slot; a new request takes the
+free slot that shares the longest prefix with its prompt and prefills only the rest (what
+llama-server calls prompt caching: a conversation's next turn re-evaluates only the new messages).
+
 `submit()` and `cancel()` may be called from any thread; `step()` from one thread only (the
 engine thread in the server, the caller's thread in `generate_stream`).
 """
@@ -17,6 +21,7 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from hallmark.backends.base import Backend
 from hallmark.engine.request import Request, new_seed
@@ -42,6 +47,7 @@ class Submission:
     """One sequence handed to the scheduler; the caller keeps it to cancel or identify events."""
 
     request: Request
+    sink: Any = None  # the submitter's delivery address for this submission's chunks
     submitted_at: float = field(default_factory=time.perf_counter)
     cancelled: bool = False
     finished: bool = False
@@ -52,6 +58,7 @@ class _Running:
     sub: Submission
     seq: Sequence
     prefilled: int = 0  # prompt tokens already in the KV cache
+    cached: int = 0  # of those, reused from the slot's previous occupant
 
     @property
     def prefilling(self) -> bool:
@@ -66,6 +73,7 @@ class Scheduler:
         slots: Iterable[int] | None = None,
         max_waiting: int | None = None,
         token_budget: int | None = None,
+        reuse_prefixes: bool = False,
     ):
         self.backend = backend
         self.model_name = model_name
@@ -73,15 +81,17 @@ class Scheduler:
         self.n_slots = len(self.free_slots)
         self.max_waiting = max_waiting
         self.token_budget = token_budget or getattr(backend, "n_batch", 2048)
+        self.reuse_prefixes = reuse_prefixes
+        self.slot_tokens: dict[int, list[int]] = {}  # tokens in each free slot's KV cache
         self._waiting: deque[Submission] = deque()
         self._running: list[_Running] = []
         self._lock = threading.Lock()
         self.wakeup = threading.Event()  # set when there is work; the engine thread waits on it
 
     # -- any thread -----------------------------------------------------------------------------
-    def submit(self, request: Request) -> Submission:
+    def submit(self, request: Request, sink: Any = None) -> Submission:
         request.validate(self.backend)
-        sub = Submission(request)
+        sub = Submission(request, sink)
         with self._lock:
             if self.max_waiting is not None and len(self._waiting) >= self.max_waiting:
                 raise QueueFullError(
@@ -143,22 +153,24 @@ class Scheduler:
                 r.prefilled += len(tokens)
                 if r.prefilling:
                     continue  # a chunk of a long prompt: no token to sample yet
-                r.seq.start_decoding((now - r.sub.submitted_at) * 1e3)
+                r.seq.start_decoding((now - r.sub.submitted_at) * 1e3, r.cached)
             chunk = r.seq.accept(lg)
             events.append((r.sub, chunk))
             if chunk.final is not None:
                 self._release(r)
         return events
 
-    def abort_all(self) -> None:
-        """Cancel everything, waiting or running, and free every slot."""
+    def abort_all(self) -> list[Submission]:
+        """Cancel everything, waiting or running, and free every slot; return what was cancelled."""
         with self._lock:
-            for sub in self._waiting:
-                sub.cancelled = True
+            stopped = list(self._waiting)
             self._waiting.clear()
         for r in list(self._running):
-            r.sub.cancelled = True
+            stopped.append(r.sub)
             self._release(r)
+        for sub in stopped:
+            sub.cancelled = True
+        return stopped
 
     def _drop_cancelled(self) -> None:
         for r in [r for r in self._running if r.sub.cancelled]:
@@ -173,9 +185,8 @@ class Scheduler:
                 if not self._waiting:
                     return
                 sub = self._waiting.popleft()
-            slot = self.free_slots.pop()
-            self.backend.free(slot)  # a slot's previous owner may have left KV entries behind
             req = sub.request
+            slot, keep = self._pick_slot(req.prompt_ids)
             seq = Sequence(
                 slot=slot,
                 prompt_ids=req.prompt_ids,
@@ -185,10 +196,40 @@ class Scheduler:
                 seed=req.params.seed if req.params.seed is not None else new_seed(),
                 watermark=req.watermark,
             )
-            self._running.append(_Running(sub, seq))
+            self._running.append(_Running(sub, seq, prefilled=keep, cached=keep))
+
+    def _pick_slot(self, prompt: list[int]) -> tuple[int, int]:
+        """A free slot for `prompt` and how many of its tokens that slot's KV cache already holds."""
+        best, best_len = self.free_slots[-1], 0
+        if self.reuse_prefixes:
+            for slot in self.free_slots:
+                n = _common_prefix(self.slot_tokens.get(slot, ()), prompt)
+                if n > best_len:
+                    best, best_len = slot, n
+        self.free_slots.remove(best)
+        self.slot_tokens.pop(best, None)
+        # The last prompt token is always evaluated again: its logits give the first new token.
+        keep = min(best_len, len(prompt) - 1)
+        if not self.backend.truncate(best, keep):
+            keep = 0
+        return best, keep
 
     def _release(self, r: _Running) -> None:
         r.sub.finished = True
         self._running.remove(r)
-        self.backend.free(r.seq.slot)
-        self.free_slots.append(r.seq.slot)
+        slot = r.seq.slot
+        if self.reuse_prefixes:
+            in_cache = self.backend.sequence_length(slot)
+            self.slot_tokens[slot] = (r.seq.prompt_ids + r.seq.output_ids)[:in_cache]
+        else:
+            self.backend.free(slot)
+        self.free_slots.insert(0, slot)  # least recently used first: reuse favours other slots
+
+
+def _common_prefix(a: Iterable[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n

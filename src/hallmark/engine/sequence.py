@@ -49,6 +49,7 @@ class Sequence:
         self.watermark_spec_id = watermark.spec.spec_id if watermark is not None else None
         self.stop_reason: str | None = None
         self.prompt_ms = 0.0
+        self.cached = 0  # prompt tokens whose KV entries were reused
         self._decode_start = 0.0
 
     @property
@@ -59,8 +60,9 @@ class Sequence:
     def last_token(self) -> int:
         return self.output_ids[-1]
 
-    def start_decoding(self, prompt_ms: float) -> None:
+    def start_decoding(self, prompt_ms: float, cached: int = 0) -> None:
         self.prompt_ms = prompt_ms
+        self.cached = cached
         self._decode_start = time.perf_counter()
 
     def accept(self, logits: np.ndarray) -> StreamChunk:
@@ -116,8 +118,9 @@ class Sequence:
             stop_reason=self.stop_reason,
             prompt_tokens=len(self.prompt_ids),
             timings=Timings(
-                prompt_n=len(self.prompt_ids),
+                prompt_n=len(self.prompt_ids) - self.cached,
                 prompt_ms=self.prompt_ms,
+                cache_n=self.cached,
                 predicted_n=len(self.output_ids),
                 predicted_ms=(time.perf_counter() - self._decode_start) * 1e3,
             ),

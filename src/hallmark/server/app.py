@@ -43,6 +43,7 @@ class ServerConfig:
     max_sequences: int = 8  # KV-cache slots per model: sequences decoded together
     max_waiting: int = 64  # sequences queued for a slot before new requests get 503
     prefill_chunk: int = 512  # most prompt tokens prefilled per step, so decoding never stalls long
+    prefix_cache: bool = True  # reuse a slot's KV cache for a prompt that starts the same way
     n_threads: int | None = None
     n_gpu_layers: int = 0
     metrics: bool = False
@@ -74,7 +75,9 @@ def load_state(config: ServerConfig) -> ServerState:
             raise HallmarkError(f"model {model.name} is listed twice")
         if config.watermark is not None:
             _ = model.watermark  # create or load the key now, not during the first request
-        engines[model.name] = ModelEngine(model, config.max_waiting, config.prefill_chunk)
+        engines[model.name] = ModelEngine(
+            model, config.max_waiting, config.prefill_chunk, config.prefix_cache
+        )
         for entry in CATALOG:
             if entry.name == model.name:
                 aliases.update({a: model.name for a in entry.aliases})

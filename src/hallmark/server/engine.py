@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from hallmark import __version__
@@ -21,6 +22,30 @@ from hallmark.engine.scheduler import Scheduler, StepError, Submission
 from hallmark.model import Model
 
 log = logging.getLogger("hallmark.server")
+
+
+@dataclass(frozen=True)
+class Sink:
+    """Where a submission's chunks go: an asyncio queue on an event loop, tagged with an index."""
+
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue
+    index: int
+
+
+def _put_all(items: list[tuple[asyncio.Queue, Any]]) -> None:
+    for queue, item in items:
+        queue.put_nowait(item)
+
+
+def deliver(pairs: list[tuple[Sink, Any]]) -> None:
+    """Hand items to their event loops: one thread-safe call per loop per step, not one per token."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, Any]]] = {}
+    for sink, item in pairs:
+        by_loop.setdefault(sink.loop, []).append((sink.queue, (sink.index, item)))
+    for loop, items in by_loop.items():
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(_put_all, items)
 
 
 class SequenceGroup:
@@ -37,13 +62,10 @@ class SequenceGroup:
         self.subs: list[Submission] = []
         try:
             for i, request in enumerate(requests):
-                self.subs.append(engine.submit(request, self._sink(loop, i)))
+                self.subs.append(engine.submit(request, Sink(loop, self.queue, i)))
         except BaseException:
             self.close()
             raise
-
-    def _sink(self, loop: asyncio.AbstractEventLoop, index: int) -> Callable[[Any], None]:
-        return lambda item: loop.call_soon_threadsafe(self.queue.put_nowait, (index, item))
 
     async def __aiter__(self) -> AsyncIterator[tuple[int, StreamChunk]]:
         try:
@@ -60,18 +82,20 @@ class SequenceGroup:
 
     def close(self) -> None:
         for sub in self.subs:
-            self.engine._sinks.pop(id(sub), None)
             if not sub.finished:
                 self.engine.scheduler.cancel(sub)
 
 
 class ModelEngine:
-    def __init__(self, model: Model, max_waiting: int, token_budget: int):
+    def __init__(self, model: Model, max_waiting: int, token_budget: int, reuse_prefixes: bool = True):
         self.model = model
         self.scheduler = Scheduler(
-            model.backend, model.name, max_waiting=max_waiting, token_budget=token_budget
+            model.backend,
+            model.name,
+            max_waiting=max_waiting,
+            token_budget=token_budget,
+            reuse_prefixes=reuse_prefixes,
         )
-        self._sinks: dict[int, Callable[[Any], None]] = {}  # id(submission) -> delivery callback
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=f"hallmark-engine-{model.name}", daemon=True)
         self.steps = 0
@@ -90,12 +114,10 @@ class ModelEngine:
         """Submit the sequences of one HTTP request now (errors such as a full queue raise here)."""
         return SequenceGroup(self, requests)
 
-    def submit(self, request: Request, sink: Callable[[Any], None]) -> Submission:
+    def submit(self, request: Request, sink: Sink) -> Submission:
         if self._stopping:
             raise RuntimeError("the server is shutting down")
-        sub = self.scheduler.submit(request)
-        self._sinks[id(sub)] = sink
-        return sub
+        return self.scheduler.submit(request, sink)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Cancel whatever is still queued or running and end the engine thread."""
@@ -114,15 +136,11 @@ class ModelEngine:
                 events = sched.step()
             except StepError as e:  # the step's sequences were released; tell their handlers
                 log.error("%s", e)
-                for sub in e.failed:
-                    if sink := self._sinks.get(id(sub)):
-                        sink(e)
+                deliver([(sub.sink, e) for sub in e.failed])
                 continue
             self.steps += 1
-            for sub, chunk in events:
-                sink = self._sinks.get(id(sub))
-                if sink is not None:
-                    sink(chunk)
-        sched.abort_all()
-        for sink in list(self._sinks.values()):
-            sink(RuntimeError("the server shut down before this request finished"))
+            deliver([(sub.sink, chunk) for sub, chunk in events])
+        stopped = sched.abort_all()
+        deliver(
+            [(sub.sink, RuntimeError("the server shut down before this request finished")) for sub in stopped]
+        )

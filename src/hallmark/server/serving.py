@@ -195,12 +195,14 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
 
 
-def usage(prompt_tokens: int, results: list[GenerationResult | None]) -> dict[str, int]:
+def usage(prompt_tokens: int, results: list[GenerationResult | None]) -> dict[str, Any]:
     completion = sum(r.completion_tokens for r in results if r is not None)
+    cached = sum(r.timings.cache_n for r in results if r is not None)
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion,
         "total_tokens": prompt_tokens + completion,
+        "prompt_tokens_details": {"cached_tokens": min(cached, prompt_tokens)},
     }
 
 

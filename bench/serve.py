@@ -1,0 +1,425 @@
+"""Serving benchmark: hallmark's server vs llama-cpp-python's server vs llama.cpp's llama-server.
+
+Same model, same number of slots, same prompt and output lengths (end-of-text tokens are banned
+with logit_bias, which all three accept), streaming completions over loopback HTTP. Each request's
+prompt starts with its own number, so no server can answer from a cached prompt: the comparison
+is of batching and decoding, not of prompt caching (all three have it).
+At concurrency 1, 4, 8 and 16 it reports TTFT, TPOT and ITL at p50/p99 and output tokens/s;
+then a soak run of 500 requests at mixed concurrency against hallmark (errors, RSS growth).
+hallmark runs with its watermark on, as it ships.
+
+llama-server is built by this script from the llama.cpp sources vendored in the
+llama-cpp-python sdist (`pip download --no-binary`), into ~/.cache/hallmark-bench; never committed.
+
+    python bench/serve.py                      # everything (about 15 minutes on 2 cores)
+    python bench/serve.py --servers hallmark --no-soak
+
+Writes bench/results/serve.json and bench/results/serve.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results"
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hallmark-bench"
+LLAMA_CPP_PYTHON = "0.3.36"
+SERVERS = ("hallmark", "llama_cpp_server", "llama_server")
+REQUEST_NUMBERS = itertools.count()
+PROMPT = (
+    "The following is a detailed report on the history of the city's harbour, its trade, its "
+    "ships and the people who worked there over three centuries. Chapter one: the early years."
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- llama-server build -----------------------------------------------------------------------------
+def build_llama_server() -> Path:
+    out = CACHE / f"llama.cpp-{LLAMA_CPP_PYTHON}"
+    binary = out / "build" / "bin" / "llama-server"
+    if binary.exists():
+        return binary
+    CACHE.mkdir(parents=True, exist_ok=True)
+    sdist_dir = CACHE / "sdist"
+    sdists = list(sdist_dir.glob(f"llama_cpp_python-{LLAMA_CPP_PYTHON}.tar.gz"))
+    if not sdists:
+        print("downloading the llama-cpp-python sdist ...", file=sys.stderr, flush=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                "-d",
+                str(sdist_dir),
+                f"llama-cpp-python=={LLAMA_CPP_PYTHON}",
+            ],
+            check=True,
+        )
+        sdists = list(sdist_dir.glob(f"llama_cpp_python-{LLAMA_CPP_PYTHON}.tar.gz"))
+    print("extracting vendored llama.cpp ...", file=sys.stderr, flush=True)
+    prefix = f"llama_cpp_python-{LLAMA_CPP_PYTHON}/vendor/llama.cpp/"
+    with tarfile.open(sdists[0]) as tar:
+        members = [m for m in tar.getmembers() if m.name.startswith(prefix)]
+        for m in members:
+            m.name = m.name[len(prefix) :]
+        if out.exists():
+            shutil.rmtree(out)
+        tar.extractall(out, members=members, filter="data")
+    print("building llama-server (several minutes) ...", file=sys.stderr, flush=True)
+    build = out / "build"
+    flags = [
+        "-DLLAMA_CURL=OFF",
+        "-DLLAMA_BUILD_SERVER=ON",
+        "-DLLAMA_BUILD_TESTS=OFF",
+        "-DBUILD_SHARED_LIBS=OFF",
+    ]
+    subprocess.run(
+        ["cmake", "-S", str(out), "-B", str(build), "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release", *flags],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    subprocess.run(
+        ["cmake", "--build", str(build), "--target", "llama-server", "-j", str(os.cpu_count() or 2)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return binary
+
+
+# -- servers ------------------------------------------------------------------------------------------
+def start(kind: str, model_path: Path, slots: int, n_ctx: int, threads: int) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "HALLMARK_LOG_DB": str(CACHE / "serve-bench-logs.db")}
+    if kind == "hallmark":
+        cmd = [
+            sys.executable,
+            "-m",
+            "hallmark",
+            "serve",
+            str(model_path),
+            "--port",
+            str(port),
+            "--parallel",
+            str(slots),
+            "--ctx-size",
+            str(n_ctx),
+            "--threads",
+            str(threads),
+            "--max-queue",
+            "1000",
+            "--no-log",
+        ]
+    elif kind == "llama_cpp_server":
+        cmd = [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--host",
+            "127.0.0.1",
+            "--model",
+            str(model_path),
+            "--port",
+            str(port),
+            "--n_ctx",
+            str(n_ctx),
+            "--n_threads",
+            str(threads),
+            "--n_threads_batch",
+            str(threads),
+            "--interrupt_requests",  # by default a new request cuts off the stream being served
+            "False",
+        ]
+    else:
+        cmd = [
+            str(build_llama_server()),
+            "-m",
+            str(model_path),
+            "--port",
+            str(port),
+            "--parallel",
+            str(slots),
+            "-c",
+            str(n_ctx * slots),
+            "-t",
+            str(threads),
+            "-tb",
+            str(threads),
+            "--no-webui",
+        ]
+    # Server logs go to a file: a pipe nobody reads fills up and blocks a verbose server.
+    log_path = CACHE / f"{kind}.log"
+    CACHE.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log_path.open("w"))
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{kind} exited: {log_path.read_text()[-2000:]}")
+        try:
+            if httpx.get(url + "/v1/models", timeout=1).status_code == 200:  # every server has this
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError(f"{kind} did not start")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+# -- load -------------------------------------------------------------------------------------------
+async def one_request(client: httpx.AsyncClient, body: dict) -> dict:
+    try:
+        return await _timed_request(client, body)
+    except httpx.HTTPError as e:
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
+async def _timed_request(client: httpx.AsyncClient, body: dict) -> dict:
+    t0 = time.perf_counter()
+    stamps: list[float] = []
+    async with client.stream("POST", "/v1/completions", json=body) as resp:
+        if resp.status_code != 200:
+            await resp.aread()
+            return {"error": f"HTTP {resp.status_code}: {resp.text[:200]}"}
+        async for line in resp.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            data = json.loads(line[6:])
+            if data.get("choices") and data["choices"][0].get("text"):
+                stamps.append(time.perf_counter())
+    if not stamps:
+        return {"error": "no tokens"}
+    return {
+        "ttft": stamps[0] - t0,
+        "e2e": stamps[-1] - t0,
+        "itl": np.diff(stamps).tolist(),
+        "chunks": len(stamps),
+    }
+
+
+async def run_level(url: str, concurrency: int, n_requests: int, body: dict) -> list[dict]:
+    limits = httpx.Limits(max_connections=concurrency + 4)
+    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
+        queue = list(range(n_requests))
+        out: list[dict] = []
+
+        async def worker() -> None:
+            while queue:
+                queue.pop()
+                i = next(REQUEST_NUMBERS)  # never repeats, so no prompt is ever seen twice
+                out.append(await one_request(client, {**body, "prompt": f"Report {i}. {body['prompt']}"}))
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return out
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) * 1e3 if values else float("nan")
+
+
+def summarize(results: list[dict], wall: float, out_tokens: int) -> dict:
+    ok = [r for r in results if "error" not in r]
+    ttft = [r["ttft"] for r in ok]
+    tpot = [(r["e2e"] - r["ttft"]) / max(1, out_tokens - 1) for r in ok]
+    itl = [x for r in ok for x in r["itl"]]
+    return {
+        "requests": len(results),
+        "errors": len(results) - len(ok),
+        "output_tokens_per_s": len(ok) * out_tokens / wall,
+        "ttft_ms_p50": pct(ttft, 50),
+        "ttft_ms_p99": pct(ttft, 99),
+        "tpot_ms_p50": pct(tpot, 50),
+        "tpot_ms_p99": pct(tpot, 99),
+        "itl_ms_p50": pct(itl, 50),
+        "itl_ms_p99": pct(itl, 99),
+    }
+
+
+def served_model(url: str) -> str:
+    return httpx.get(url + "/v1/models", timeout=10).json()["data"][0]["id"]
+
+
+def bench_server(kind: str, model_path: Path, args: argparse.Namespace, body: dict) -> dict:
+    proc, url = start(kind, model_path, args.slots, args.ctx, args.threads)
+    body = {**body, "model": served_model(url)}
+    try:
+        asyncio.run(run_level(url, 1, 2, body))  # warm up
+        levels = {}
+        for c in args.concurrency:
+            n = max(args.min_requests, 2 * c)
+            t0 = time.perf_counter()
+            res = asyncio.run(run_level(url, c, n, body))
+            levels[str(c)] = summarize(res, time.perf_counter() - t0, body["max_tokens"])
+            if errors := [r["error"] for r in res if "error" in r]:
+                levels[str(c)]["first_error"] = errors[0]
+            print(f"{kind} c={c}: {json.dumps(levels[str(c)])}", file=sys.stderr, flush=True)
+        return levels
+    finally:
+        stop(proc)
+
+
+def soak(model_path: Path, args: argparse.Namespace, body: dict) -> dict:
+    proc, url = start("hallmark", model_path, args.slots, args.ctx, args.threads)
+    rng = random.Random(0)
+    try:
+        short = {**body, "model": served_model(url), "max_tokens": 16}
+        asyncio.run(run_level(url, 8, 40, short))  # warm-up: allocations, caches
+        rss_start = rss_mb(proc.pid)
+        done, errors = 0, 0
+        while done < args.soak:
+            c = rng.choice([1, 2, 4, 8, 16])
+            n = min(args.soak - done, rng.randint(c, 3 * c))
+            res = asyncio.run(run_level(url, c, n, short))
+            errors += sum("error" in r for r in res)
+            done += n
+        rss_end = rss_mb(proc.pid)
+        return {
+            "requests": done,
+            "errors": errors,
+            "rss_mb_start": round(rss_start, 1),
+            "rss_mb_end": round(rss_end, 1),
+            "rss_growth": round(rss_end / rss_start - 1, 4),
+        }
+    finally:
+        stop(proc)
+
+
+def markdown(res: dict) -> str:
+    lines = [
+        f"Model {res['model']}, {res['slots']} slots, prompt {res['prompt_tokens']} tokens, "
+        f"{res['output_tokens']} output tokens, {res['threads']} threads.",
+        "",
+        "| server | concurrency | output tok/s | TTFT p50 / p99 (ms) | TPOT p50 / p99 (ms) "
+        "| ITL p50 / p99 (ms) |",
+        "|---|---:|---:|---|---|---|",
+    ]
+    for kind, levels in res["servers"].items():
+        for c, m in levels.items():
+            lines.append(
+                f"| {kind} | {c} | {m['output_tokens_per_s']:.1f} "
+                f"| {m['ttft_ms_p50']:.0f} / {m['ttft_ms_p99']:.0f} "
+                f"| {m['tpot_ms_p50']:.1f} / {m['tpot_ms_p99']:.1f} "
+                f"| {m['itl_ms_p50']:.1f} / {m['itl_ms_p99']:.1f} |"
+            )
+    if res.get("ratios"):
+        lines += [
+            "",
+            "| hallmark output tok/s vs | " + " | ".join(res["ratios"]) + " |",
+            "|---|" + "---:|" * len(res["ratios"]),
+        ]
+        for c in res["servers"]["hallmark"]:
+            lines.append(
+                f"| concurrency {c} | "
+                + " | ".join(f"{res['ratios'][k][c]:.2f}x" for k in res["ratios"])
+                + " |"
+            )
+    if res.get("soak"):
+        s = res["soak"]
+        lines += [
+            "",
+            f"Soak (hallmark, mixed concurrency 1-16): {s['requests']} requests, {s['errors']} errors, "
+            f"RSS {s['rss_mb_start']} -> {s['rss_mb_end']} MB ({100 * s['rss_growth']:+.1f}%).",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--servers", nargs="+", choices=SERVERS, default=list(SERVERS))
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8, 16])
+    ap.add_argument("--slots", type=int, default=8)
+    ap.add_argument("--ctx", type=int, default=1024, help="context per slot")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--output-tokens", type=int, default=64)
+    ap.add_argument("--min-requests", type=int, default=8)
+    ap.add_argument("--soak", type=int, default=500, help="soak requests (0 = skip)")
+    ap.add_argument("--no-soak", action="store_const", const=0, dest="soak")
+    args = ap.parse_args()
+
+    import hallmark
+    from hallmark.catalog import resolve
+
+    model_path = resolve(args.model).path
+    tok = hallmark.load(model_path, n_ctx=512, show_progress=False, watermark=None)
+    eog = [t for t in range(tok.backend.n_vocab) if tok.backend.is_eog(t)]
+    prompt_tokens = len(tok.tokenize(PROMPT))
+    tok.close()
+    body = {
+        "model": args.model,
+        "prompt": PROMPT,
+        "max_tokens": args.output_tokens,
+        "temperature": 0.8,
+        "stream": True,
+        "logit_bias": {str(t): -100 for t in eog},  # fixed output length on every server
+    }
+    res: dict = {
+        "benchmark": "serve",
+        "date": time.strftime("%Y-%m-%d"),
+        "model": args.model,
+        "slots": args.slots,
+        "threads": args.threads,
+        "prompt_tokens": prompt_tokens,
+        "output_tokens": args.output_tokens,
+        "servers": {},
+    }
+    for kind in args.servers:
+        res["servers"][kind] = bench_server(kind, model_path, args, body)
+    if "hallmark" in res["servers"]:
+        res["ratios"] = {
+            kind: {
+                c: res["servers"]["hallmark"][c]["output_tokens_per_s"] / levels[c]["output_tokens_per_s"]
+                for c in levels
+            }
+            for kind, levels in res["servers"].items()
+            if kind != "hallmark"
+        }
+    if args.soak:
+        res["soak"] = soak(model_path, args, body)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "serve.json").write_text(json.dumps(res, indent=2) + "\n")
+    table = markdown(res)
+    (RESULTS / "serve.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
