@@ -322,6 +322,9 @@ def test_request_log_records_requests_and_cli_shows_them(server, client):
     missing = run_cli("logs", "chatcmpl-nope", "--log-db", str(server.log_db))
     assert missing.returncode == 1 and missing.stderr.startswith("error: no logged request")
     assert any(r["status"] == "cancelled" for r in rows.values()), "the disconnected stream is logged"
+    refused = [r for r in rows.values() if r["status"] == "error"]
+    assert {r["http_status"] for r in refused} >= {400, 401, 404, 503}, "refused requests are logged too"
+    assert any(r["response"]["error"]["param"] == "tools" for r in refused)
 
 
 def test_metrics_are_prometheus_text(server):
@@ -331,9 +334,22 @@ def test_metrics_are_prometheus_text(server):
 
 
 # -- lifecycle ------------------------------------------------------------------------------------
-def test_graceful_shutdown_finishes_in_flight_streams(tmp_path):
-    srv = start_server(MODEL, "--ctx-size", "512", "--parallel", "2", log_db=tmp_path / "logs.db")
+def test_two_models_at_once_and_graceful_shutdown_finishes_in_flight_streams(tmp_path):
+    srv = start_server(
+        MODEL, "gemma-3-270m", "--ctx-size", "512", "--parallel", "2", log_db=tmp_path / "logs.db"
+    )
     try:
+        client = srv.client()
+        assert sorted(m.id for m in client.models.list().data) == ["gemma-3-270m", MODEL]
+        gemma = client.completions.create(model="gemma-3-270m", prompt="The sky is", max_tokens=8, seed=1)
+        assert gemma.model == "gemma-3-270m" and gemma.choices[0].text
+        spec = gemma.model_extra["hallmark"]["watermark"]["spec_id"]
+        assert (
+            spec
+            != client.completions.create(model=MODEL, prompt="Hi", max_tokens=2).model_extra["hallmark"][
+                "watermark"
+            ]["spec_id"]
+        )  # each model's spec names its own tokenizer
         body = {
             "model": MODEL,
             "prompt": "Once upon a time",
@@ -356,4 +372,16 @@ def test_graceful_shutdown_finishes_in_flight_streams(tmp_path):
         srv.stop()
     out = run_cli("logs", "--log-db", str(tmp_path / "logs.db"), "--json")
     rows = json.loads(out.stdout)
-    assert len(rows) == 1 and rows[0]["status"] == "completed" and rows[0]["completion_tokens"] == 60
+    assert [r["status"] for r in rows] == ["completed"] * 3
+    assert rows[0]["completion_tokens"] == 60 and rows[0]["output"]  # the stream, whole
+
+
+def test_cli_refuses_bad_server_setups_in_one_line(tmp_path):
+    out = run_cli("serve", "no-such-model", "--port", "0")
+    assert out.returncode == 1 and out.stderr.startswith("error: ") and out.stderr.count("\n") == 1
+    empty = tmp_path / "keys.txt"
+    empty.write_text("# no keys here\n")
+    out = run_cli("serve", "--api-key-file", str(empty))
+    assert out.returncode == 1 and "holds no key" in out.stderr
+    out = run_cli("logs", "--log-db", str(tmp_path / "none.db"))
+    assert out.returncode == 1 and out.stderr.startswith("error: no request log")

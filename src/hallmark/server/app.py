@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 import os
 import time
@@ -21,12 +22,12 @@ from fastapi.responses import JSONResponse, Response
 from hallmark import __version__
 from hallmark.errors import HallmarkError
 from hallmark.model import Model
-from hallmark.requestlog import RequestLog
+from hallmark.requestlog import LogRecord, RequestLog
 from hallmark.server.engine import ModelEngine
 from hallmark.server.errors import APIError, from_hallmark_error, install_handlers
 from hallmark.server.metrics import Metrics
 from hallmark.server.protocol import ChatCompletionRequest, CompletionRequest, DetectRequest
-from hallmark.server.serving import ServerState
+from hallmark.server.serving import ServerState, new_id
 from hallmark.server.serving_chat import create_chat_completion
 from hallmark.server.serving_completions import create_completion
 
@@ -103,7 +104,7 @@ def create_app(state: ServerState) -> FastAPI:
             state.request_log.close()
 
     app = FastAPI(title="hallmark", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
-    install_handlers(app)
+    install_handlers(app, on_error=lambda request, err: _log_rejection(state, request, err))
 
     async def authorize(request: Request) -> None:
         if not state.api_keys:
@@ -181,6 +182,41 @@ def create_app(state: ServerState) -> FastAPI:
         return JSONResponse(await asyncio.to_thread(_detect, state, body))
 
     return app
+
+
+LOGGED_ENDPOINTS = ("/v1/chat/completions", "/v1/completions")
+
+
+async def _log_rejection(state: ServerState, request: Request, err: APIError) -> None:
+    """Log a generation request refused before it ran (bad input, auth, overload), once."""
+    if state.request_log is None or request.url.path not in LOGGED_ENDPOINTS:
+        return
+    if getattr(request.state, "logged", False):  # the serving code logged it already
+        return
+    request.state.logged = True
+    try:
+        body = (await request.body()).decode("utf-8", "replace")
+    except Exception:  # the body may already be consumed or the client gone
+        body = None
+    try:
+        model = json.loads(body or "").get("model")
+    except (ValueError, AttributeError):
+        model = None
+    record = LogRecord(
+        id=new_id("rejected"),
+        endpoint=request.url.path,
+        model=model if isinstance(model, str) else None,
+        client=request.client.host if request.client else None,
+        status="error",
+        http_status=err.status,
+        prompt=body,
+        response=err.body(),
+        error=err.message,
+    )
+    try:
+        await asyncio.to_thread(state.request_log.write, record)
+    except Exception:
+        log.exception("could not write the request log")
 
 
 def _detect(state: ServerState, body: DetectRequest) -> dict:

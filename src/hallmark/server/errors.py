@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -80,25 +81,39 @@ def _validation_error(exc: RequestValidationError) -> APIError:
     return APIError(400, f"Invalid value for '{param}': {err.get('msg')}.", param=param, code="invalid_value")
 
 
-def install_handlers(app: FastAPI) -> None:
+OnError = Callable[[Request, APIError], Awaitable[None]]
+
+
+def install_handlers(app: FastAPI, on_error: OnError | None = None) -> None:
+    """Every error becomes OpenAI's JSON; `on_error` sees each one (the server logs rejections)."""
+
+    async def respond(request: Request, err: APIError) -> JSONResponse:
+        if on_error is not None:
+            await on_error(request, err)
+        return err.response()
+
     @app.exception_handler(APIError)
-    async def _api(_: Request, exc: APIError) -> JSONResponse:
-        return exc.response()
+    async def _api(request: Request, exc: APIError) -> JSONResponse:
+        return await respond(request, exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return _validation_error(exc).response()
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return await respond(request, _validation_error(exc))
 
     @app.exception_handler(HallmarkError)
-    async def _hallmark(_: Request, exc: HallmarkError) -> JSONResponse:
-        return from_hallmark_error(exc).response()
+    async def _hallmark(request: Request, exc: HallmarkError) -> JSONResponse:
+        return await respond(request, from_hallmark_error(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return APIError(exc.status_code, str(exc.detail), type=kind, headers=exc.headers).response()
+        return await respond(
+            request, APIError(exc.status_code, str(exc.detail), type=kind, headers=exc.headers)
+        )
 
     @app.exception_handler(Exception)
-    async def _internal(_: Request, exc: Exception) -> JSONResponse:
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
         log.exception("internal error")
-        return APIError(500, f"internal server error: {type(exc).__name__}", type="server_error").response()
+        return await respond(
+            request, APIError(500, f"internal server error: {type(exc).__name__}", type="server_error")
+        )

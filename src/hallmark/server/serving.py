@@ -220,9 +220,14 @@ class Exchange:
     prompt: str
     params: dict[str, Any]
     spec_id: str | None
+    http: HTTPRequest | None = None
     t0: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
     done: bool = False
+
+    def __post_init__(self) -> None:
+        if self.http is not None:
+            self.http.state.logged = True  # from here on the serving code logs this request
 
     def token_arrived(self) -> None:
         if self.first_token_at is None:

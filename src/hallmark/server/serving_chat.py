@@ -77,6 +77,7 @@ async def create_chat_completion(
         prompt=json.dumps(messages, ensure_ascii=False),
         params=body.model_dump(exclude={"messages"}, exclude_none=True),
         spec_id=info["watermark"]["spec_id"],
+        http=http,
     )
     try:
         group = engine.open(choice_requests(engine, base, body.n))

@@ -81,6 +81,7 @@ async def create_completion(state: ServerState, body: CompletionRequest, http: H
         prompt=body.prompt if isinstance(body.prompt, str) else json.dumps(body.prompt),
         params=body.model_dump(exclude={"prompt"}, exclude_none=True),
         spec_id=info["watermark"]["spec_id"],
+        http=http,
     )
     try:
         group = engine.open(requests)
