@@ -106,9 +106,9 @@ def provenance(
     engine: ModelEngine, params: SamplingParams, request_id: str
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """The `hallmark` extension object and response headers that mark a response as AI-generated."""
-    scheme = engine.model.watermark if (params.watermark and not params.greedy) else engine.model._watermark
-    spec_id = scheme.spec.spec_id if scheme is not None else None
-    applied = scheme is not None and params.watermark and not params.greedy
+    spec = engine.model.watermark_spec  # the key was loaded (or created) when the server started
+    spec_id = spec.spec_id if spec is not None else None
+    applied = spec is not None and params.watermark and not params.greedy
     disclosure = (
         f"AI-generated text from the language model {engine.name}, served by hallmark; "
         "not written by a person."
@@ -175,6 +175,32 @@ async def run_to_completion(group: SequenceGroup, http: HTTPRequest) -> list[Gen
 
 class ClientGone(Exception):
     """The client disconnected before the response was ready."""
+
+
+def open_group(
+    engine: ModelEngine, requests: list[Request], exchange: Exchange, n_prompt: int
+) -> SequenceGroup:
+    """Submit the sequences; a refusal (full queue, shutdown) is logged and raised as an APIError."""
+    try:
+        return engine.open(requests)
+    except Exception as e:
+        err = submit_errors(e)
+        exchange.finish("error", err.status, [], n_prompt, error=err.message)
+        raise err from e
+
+
+async def collect(
+    group: SequenceGroup, http: HTTPRequest, exchange: Exchange, n_prompt: int
+) -> list[GenerationResult] | None:
+    """Final results for a non-streaming response; None if the client left (logged as cancelled)."""
+    try:
+        return await run_to_completion(group, http)
+    except ClientGone:
+        exchange.finish("cancelled", 499, [], n_prompt, error="client disconnected")
+        return None
+    except HallmarkError as e:
+        exchange.finish("error", 500, [], n_prompt, error=str(e))
+        raise APIError(500, str(e), type="server_error") from e
 
 
 def submit_errors(e: Exception) -> APIError:

@@ -16,18 +16,17 @@ from hallmark.server.engine import ModelEngine, SequenceGroup
 from hallmark.server.errors import APIError, from_hallmark_error
 from hallmark.server.protocol import ChatCompletionRequest
 from hallmark.server.serving import (
-    ClientGone,
     Exchange,
     ServerState,
     check_fits,
     choice_requests,
+    collect,
     final_provenance,
     new_id,
+    open_group,
     provenance,
-    run_to_completion,
     sampling_from,
     sse,
-    submit_errors,
     usage,
 )
 
@@ -79,12 +78,7 @@ async def create_chat_completion(
         spec_id=info["watermark"]["spec_id"],
         http=http,
     )
-    try:
-        group = engine.open(choice_requests(engine, base, body.n))
-    except Exception as e:
-        err = submit_errors(e)
-        exchange.finish("error", err.status, [], n_prompt, error=err.message)
-        raise err from e
+    group = open_group(engine, choice_requests(engine, base, body.n), exchange, n_prompt)
     created = int(time.time())
     head = {
         "id": request_id,
@@ -95,15 +89,9 @@ async def create_chat_completion(
     if body.stream:
         events = _stream(engine, group, body, head, info, n_prompt, exchange)
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
-    try:
-        results = await run_to_completion(group, http)
-    except ClientGone:
-        exchange.finish("cancelled", 499, [], n_prompt, error="client disconnected")
+    results = await collect(group, http, exchange, n_prompt)
+    if results is None:
         return Response(status_code=499)
-    except HallmarkError as e:
-        err = from_hallmark_error(e)
-        exchange.finish("error", 500, [], n_prompt, error=str(e))
-        raise APIError(500, err.message, type="server_error") from e
     response = {
         **head,
         "object": "chat.completion",

@@ -17,18 +17,17 @@ from hallmark.server.engine import SequenceGroup
 from hallmark.server.errors import APIError, from_hallmark_error
 from hallmark.server.protocol import CompletionRequest
 from hallmark.server.serving import (
-    ClientGone,
     Exchange,
     ServerState,
     check_fits,
     choice_requests,
+    collect,
     final_provenance,
     new_id,
+    open_group,
     provenance,
-    run_to_completion,
     sampling_from,
     sse,
-    submit_errors,
     usage,
 )
 
@@ -83,12 +82,7 @@ async def create_completion(state: ServerState, body: CompletionRequest, http: H
         spec_id=info["watermark"]["spec_id"],
         http=http,
     )
-    try:
-        group = engine.open(requests)
-    except Exception as e:
-        err = submit_errors(e)
-        exchange.finish("error", err.status, [], n_prompt, error=err.message)
-        raise err from e
+    group = open_group(engine, requests, exchange, n_prompt)
     head = {
         "id": request_id,
         "created": int(time.time()),
@@ -98,14 +92,9 @@ async def create_completion(state: ServerState, body: CompletionRequest, http: H
     if body.stream:
         events = _stream(group, body, head, info, n_prompt, exchange)
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
-    try:
-        results = await run_to_completion(group, http)
-    except ClientGone:
-        exchange.finish("cancelled", 499, [], n_prompt, error="client disconnected")
+    results = await collect(group, http, exchange, n_prompt)
+    if results is None:
         return Response(status_code=499)
-    except HallmarkError as e:
-        exchange.finish("error", 500, [], n_prompt, error=str(e))
-        raise APIError(500, str(e), type="server_error") from e
     response = {
         **head,
         "object": "text_completion",
