@@ -167,6 +167,19 @@ def test_logprobs_chat_and_completions(client):
     assert lp.text_offset[0] == 0 and "".join(lp.tokens) == comp.choices[0].text
 
 
+def test_next_turn_of_a_conversation_reuses_the_cached_prompt(client):
+    turn1 = [{"role": "user", "content": "Name one planet."}]
+    first = client.chat.completions.create(model=MODEL, messages=turn1, max_tokens=8, temperature=0)
+    turn2 = turn1 + [
+        {"role": "assistant", "content": first.choices[0].message.content},
+        {"role": "user", "content": "And another?"},
+    ]
+    second = client.chat.completions.create(model=MODEL, messages=turn2, max_tokens=8, temperature=0)
+    cached = second.usage.prompt_tokens_details.cached_tokens
+    assert first.usage.prompt_tokens <= cached < second.usage.prompt_tokens
+    assert second.model_extra["timings"]["cache_n"] == cached
+
+
 # -- continuous batching --------------------------------------------------------------------------
 PROMPTS16 = [f"Here is a short fact about the number {i}:" for i in range(16)]
 
