@@ -98,7 +98,6 @@ class ModelEngine:
         )
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=f"hallmark-engine-{model.name}", daemon=True)
-        self.steps = 0
         self._thread.start()
 
     @property
@@ -138,7 +137,6 @@ class ModelEngine:
                 log.error("%s", e)
                 deliver([(sub.sink, e) for sub in e.failed])
                 continue
-            self.steps += 1
             deliver([(sub.sink, chunk) for sub, chunk in events])
         stopped = sched.abort_all()
         deliver(
