@@ -9,6 +9,8 @@ import pytest
 from scipy import stats
 
 import hallmark
+from hallmark.engine.sampler import Sampler
+from hallmark.engine.sampling import SamplingParams
 from hallmark.errors import WatermarkKeyError, WatermarkSpecError
 from hallmark.watermark import Detector, SequenceWatermarker, WatermarkKey, WatermarkSpec, make_scheme
 from hallmark.watermark.keys import find_key, list_keys, new_key
@@ -139,15 +141,37 @@ def test_kgw_biases_towards_green_tokens():
     spec = WatermarkSpec.create("kgw", _key(0).key_id, "ade6dc1a204a04a9")
     scheme = make_scheme(spec, _key(0).secret)
     rng = np.random.default_rng(1)
-    cand = np.arange(100, 140)
-    probs = np.full(40, 1 / 40)
+    sampler = Sampler(SamplingParams(temperature=1.0, top_k=40, top_p=1.0, min_p=0.0), seed=3)
+    logits = np.zeros(1000, dtype=np.float32)
+    logits[100:140] = 10.0  # a flat top-40
     greens = []
     for _ in range(2000):
-        ctx = rng.integers(0, 50_000, size=3)
-        token = scheme.choose(cand, probs, ctx, rng)
+        ctx = rng.integers(0, 50_000, size=3).tolist()
+        token = sampler.sample(logits, ctx, n_generated=10, watermarker=SequenceWatermarker(scheme))
+        assert 100 <= token < 140
         greens.append(scheme.score(np.append(ctx, token)).scores[-1])
     # With delta=2 and gamma=0.25 on a flat distribution: P(green) = 0.25e^2 / (0.25e^2 + 0.75) = 0.71.
     assert 0.66 < np.mean(greens) < 0.76
+
+
+def test_kgw_bias_acts_before_min_p():
+    """A green token that min-p would drop is boosted first and can be sampled (as in KGW)."""
+    spec = WatermarkSpec.create("kgw", _key(0).key_id, "ade6dc1a204a04a9")
+    scheme = make_scheme(spec, _key(0).secret)
+    ctx = [11, 12, 13]
+    cand = np.arange(40)
+    green = scheme.logit_bias(cand, np.asarray(ctx)) > 0
+    weak_green = int(cand[green][0])
+    logits = np.full(40, -50.0, dtype=np.float32)
+    logits[int(cand[~green][0])] = 0.0  # the top token, not green
+    logits[weak_green] = -1.5  # p ratio e^-1.5 = 0.22 to the top token: below min_p 0.3
+    params = SamplingParams(temperature=1.0, top_k=40, top_p=1.0, min_p=0.3)
+    plain, _ = Sampler(params, seed=0).filtered_distribution(logits)
+    assert weak_green not in plain.tolist()
+    wm = SequenceWatermarker(scheme)
+    biased, _ = Sampler(params, seed=0).filtered_distribution(logits, lambda c: wm.bias(c, ctx, 10))
+    assert weak_green in biased.tolist()
+    assert wm.marked == 1
 
 
 def test_repeated_contexts_are_not_watermarked_twice_by_gumbel():
@@ -170,7 +194,8 @@ def test_kgw_keeps_biasing_repeated_contexts():
     rng = np.random.default_rng(0)
     cand, probs = np.array([1, 2, 3]), np.array([0.5, 0.3, 0.2])
     for _ in range(3):
-        assert wm.pick(cand, probs, [7, 8, 9, 10], rng, n_generated=4) is not None
+        assert wm.bias(cand, [7, 8, 9, 10], n_generated=4) is not None
+    assert wm.pick(cand, probs, [7, 8, 9, 10], rng, n_generated=4) is None  # kgw never picks
     assert (wm.marked, wm.unmarked) == (3, 0)
 
 

@@ -8,7 +8,7 @@ Log-probabilities reported to the user are those of the raw model distribution (
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -81,28 +81,47 @@ class Sampler:
     ) -> int:
         """Choose the next token. `logits` may be a read-only view into the backend's buffer.
 
-        With a watermarker, the watermark scheme makes the draw from the same filtered distribution.
+        With a watermarker, a biasing scheme (kgw) shifts the candidates' logits before the top-p
+        and min-p filters; a choosing scheme (gumbel) makes the draw from the filtered distribution.
         """
         x = self.process(logits, context, n_generated) if self._needs_processing() else logits
         p = self.params
         if p.greedy:
             return int(np.argmax(x))
-        candidates, probs = self.filtered_distribution(x)
-        if watermarker is not None:
+        bias = None
+        if watermarker is not None and watermarker.scheme.biases_logits:
+            bias = lambda cand: watermarker.bias(cand, context, n_generated)  # noqa: E731
+        candidates, probs = self.filtered_distribution(x, bias)
+        if watermarker is not None and bias is None:
             token = watermarker.pick(candidates, probs, context, self.rng, n_generated)
             if token is not None:
                 return token
         return int(candidates[self._draw(probs)])
 
-    def filtered_distribution(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Token ids (most likely first) and renormalised probabilities after temperature and filters."""
+    def filtered_distribution(
+        self, x: np.ndarray, bias: Callable[[np.ndarray], np.ndarray | None] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids (most likely first) and renormalised probabilities after temperature and filters.
+
+        `bias` gives additive offsets for the top-k candidates' temperature-scaled logits (a logit
+        watermark); it acts after top-k and before top-p and min-p, so a boosted token can enter the
+        nucleus, as in KGW, while the cost stays at k candidates per token.
+        """
         p = self.params
         n_vocab = x.shape[0]
         z = x.astype(np.float64) / p.temperature
         weights = np.exp(z - z.max())
-        if 0 < p.top_k < n_vocab:
-            cand = self._top_k_ids(z, p.top_k)
-            base_mass = weights[cand].sum()  # top-p then acts on the renormalised top-k distribution
+        if 0 < p.top_k < n_vocab or bias is not None:
+            cand = self._top_k_ids(z, p.top_k if 0 < p.top_k < n_vocab else n_vocab)
+            offsets = bias(cand) if bias is not None else None
+            if offsets is not None:
+                zc = z[cand] + offsets
+                order = np.argsort(-zc, kind="stable")
+                cand, zc = cand[order], zc[order]
+                cand_weights = np.exp(zc - zc[0])
+            else:
+                cand_weights = weights[cand]
+            base_mass = cand_weights.sum()  # top-p then acts on the renormalised top-k distribution
         else:
             base_mass = weights.sum()
             k = n_vocab
@@ -113,7 +132,7 @@ class Sampler:
                 while k < n_vocab and weights[self._top_k_ids(z, k)].sum() < p.top_p * base_mass:
                     k = min(k * 4, n_vocab)
             cand = self._top_k_ids(z, k)
-        cand_weights = weights[cand]
+            cand_weights = weights[cand]
         if p.top_p < 1.0:
             keep = int(np.searchsorted(np.cumsum(cand_weights), p.top_p * base_mass, side="left")) + 1
             cand, cand_weights = cand[:keep], cand_weights[:keep]

@@ -7,7 +7,8 @@ itself, through the keyed PRF in prf.py, so detection needs the text, the tokeni
   (key, context, i). Distortion-free: each token is still distributed exactly as p. Score per
   token -log(1 - r); on unwatermarked text the sum over n tokens is Gamma(n, 1).
 - kgw (Kirchenbauer et al. 2023, "selfhash"): a keyed gamma fraction of candidates is "green"
-  and gets +delta on its logit. Score per token: green or not; unwatermarked, Binomial(n, gamma).
+  and gets +delta on its (temperature-scaled) logit before the top-p and min-p filters, so a green
+  token can enter the nucleus. Score per token: green or not; unwatermarked, Binomial(n, gamma).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class Scheme:
     name: str
     # Whether a context seen before in the same text is left unwatermarked (and unscored).
     skip_repeated_contexts: bool
+    # Biasing schemes shift logits (logit_bias) and the sampler draws; others choose the token.
+    biases_logits: bool = False
 
     def __init__(self, spec: WatermarkSpec, secret: bytes):
         self.spec = spec
@@ -44,6 +47,9 @@ class Scheme:
     def choose(
         self, cand: np.ndarray, probs: np.ndarray, context: np.ndarray, rng: np.random.Generator
     ) -> int:
+        raise NotImplementedError
+
+    def logit_bias(self, cand: np.ndarray, context: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
     def score(self, tokens: np.ndarray) -> TokenScores:
@@ -96,6 +102,7 @@ class KGWScheme(Scheme):
     # A soft bias that still samples: repeated contexts keep their green list, as in the paper, and
     # the detector counts each distinct (seed, token) pair once.
     skip_repeated_contexts = False
+    biases_logits = True
 
     def __init__(self, spec: WatermarkSpec, secret: bytes):
         super().__init__(spec, secret)
@@ -108,15 +115,11 @@ class KGWScheme(Scheme):
         seeds = minhash_seeds(windows, self.k_ctx)
         return pair_uniforms(seeds, windows[:, -1], self.k_tok) < self.gamma, seeds
 
-    def choose(
-        self, cand: np.ndarray, probs: np.ndarray, context: np.ndarray, rng: np.random.Generator
-    ) -> int:
+    def logit_bias(self, cand: np.ndarray, context: np.ndarray) -> np.ndarray:
+        """+delta for each green candidate, 0 for the others."""
         windows = np.column_stack([np.broadcast_to(context, (cand.shape[0], context.shape[0])), cand])
         green, _ = self._green(windows)
-        weights = probs * np.exp(self.delta * green)
-        weights /= weights.sum()
-        idx = int(np.searchsorted(np.cumsum(weights), rng.random(), side="right"))
-        return int(cand[min(idx, cand.shape[0] - 1)])
+        return self.delta * green
 
     def score(self, tokens: np.ndarray) -> TokenScores:
         w = self.width
@@ -144,7 +147,8 @@ def make_scheme(spec: WatermarkSpec, secret: bytes) -> Scheme:
 
 
 class SequenceWatermarker:
-    """Watermarks one generation: the scheme picks each sampled token whose context is new.
+    """Watermarks one generation: gumbel picks each sampled token whose context is new; kgw biases
+    the logits of every sampled token (`bias`) and the sampler draws.
 
     For schemes that are deterministic given the context (gumbel), a context seen before in the
     same generation would make the scheme repeat its previous choice, which feeds repetition loops;
@@ -175,6 +179,8 @@ class SequenceWatermarker:
     ) -> int | None:
         """The watermarked choice, or None to let the sampler draw normally."""
         w = self.scheme.width
+        if self.scheme.biases_logits:
+            return None  # the watermark is already in the distribution the sampler draws from
         if n_generated < max(w, self.RANDOM_START) or cand.shape[0] < 2:
             self.unmarked += 1
             return None
@@ -186,3 +192,14 @@ class SequenceWatermarker:
             self.seen.add(ctx)
         self.marked += 1
         return self.scheme.choose(cand, probs, np.asarray(ctx, dtype=np.int64), rng)
+
+    def bias(self, cand: np.ndarray, context: Sequence[int], n_generated: int) -> np.ndarray | None:
+        """Logit offsets for the top-k candidates (biasing schemes), or None to leave them as they are."""
+        w = self.scheme.width
+        if not self.scheme.biases_logits:
+            return None
+        if n_generated < max(w, self.RANDOM_START):
+            self.unmarked += 1
+            return None
+        self.marked += 1
+        return self.scheme.logit_bias(cand, np.asarray(context[-w:], dtype=np.int64))
