@@ -109,20 +109,21 @@ class Sampler:
         """
         p = self.params
         n_vocab = x.shape[0]
-        z = x.astype(np.float64) / p.temperature
-        weights = np.exp(z - z.max())
         if 0 < p.top_k < n_vocab or bias is not None:
-            cand = self._top_k_ids(z, p.top_k if 0 < p.top_k < n_vocab else n_vocab)
+            # Only the k candidates are converted and exponentiated: the full vocabulary (49k-262k
+            # logits) is touched once, by the partial sort. Temperature keeps the order.
+            cand = self._top_k_ids(x, p.top_k if 0 < p.top_k < n_vocab else n_vocab)
+            zc = x[cand].astype(np.float64) / p.temperature
             offsets = bias(cand) if bias is not None else None
             if offsets is not None:
-                zc = z[cand] + offsets
+                zc = zc + offsets
                 order = np.argsort(-zc, kind="stable")
                 cand, zc = cand[order], zc[order]
-                cand_weights = np.exp(zc - zc[0])
-            else:
-                cand_weights = weights[cand]
+            cand_weights = np.exp(zc - zc[0])
             base_mass = cand_weights.sum()  # top-p then acts on the renormalised top-k distribution
         else:
+            z = x.astype(np.float64) / p.temperature
+            weights = np.exp(z - z.max())
             base_mass = weights.sum()
             k = n_vocab
             if p.top_p < 1.0:
@@ -144,7 +145,8 @@ class Sampler:
 
     @staticmethod
     def _top_k_ids(x: np.ndarray, k: int) -> np.ndarray:
-        ids = np.arange(x.shape[0]) if k >= x.shape[0] else np.argpartition(-x, k - 1)[:k]
+        n = x.shape[0]
+        ids = np.arange(n) if k >= n else np.argpartition(x, n - k)[n - k :]  # no negated copy of x
         return ids[np.argsort(-x[ids], kind="stable")]
 
     def _draw(self, probs: np.ndarray) -> int:
