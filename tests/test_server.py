@@ -278,6 +278,20 @@ def test_unsupported_fields_and_bad_values_are_400_naming_them(client):
     with pytest.raises(openai.BadRequestError) as e:
         client.completions.create(model=MODEL, prompt="hi", extra_body={"mirostat": 2})
     assert e.value.body["param"] == "mirostat"
+    # Nested objects refuse unknown fields too, naming the path.
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "hi", "name": "bob"}]
+        )
+    assert e.value.body["param"] == "messages.0.name" and e.value.body["code"] == "unsupported_parameter"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+            stream_options={"include_usage": True, "include_obfuscation": False},
+        )
+    assert e.value.body["param"] == "stream_options.include_obfuscation"
     with pytest.raises(openai.BadRequestError) as e:
         client.completions.create(model=MODEL, prompt="hi", temperature=5)
     assert e.value.body["param"] == "temperature"

@@ -81,9 +81,10 @@ class TextPart(OpenAIRequest):
 
 
 class ChatMessage(OpenAIRequest):
+    # No `name`: chat templates have no place for a participant name, so sending one is a 400
+    # naming `messages.<i>.name` rather than a name the model never sees.
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[TextPart] | None = None
-    name: str | None = None
 
     def text(self) -> str:
         if isinstance(self.content, list):
