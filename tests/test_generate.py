@@ -198,9 +198,21 @@ def test_logit_bias_forces_a_token(smollm2):
     assert r.token_ids == [token] * 3
 
 
-def test_generate_batch_needs_enough_sequences(gemma):
-    with pytest.raises(hallmark.HallmarkError, match="max_sequences=2"):
-        gemma.generate_batch(["a", "b"], max_tokens=2)
+def test_generate_batch_queues_prompts_beyond_the_sequence_slots(gemma):
+    assert gemma.backend.max_sequences == 1
+    prompts = ["The capital of France is", "One, two, three,"]
+    alone = [gemma.generate(p, temperature=0, max_tokens=4, ignore_eos=True).text for p in prompts]
+    batched = gemma.generate_batch(prompts, temperature=0, max_tokens=4, ignore_eos=True)
+    assert [r.text for r in batched] == alone
+
+
+def test_no_free_sequence_slot_is_a_clear_error(gemma):
+    stream = gemma.generate("Hello", max_tokens=4, stream=True)
+    next(stream)  # holds the only slot
+    with pytest.raises(hallmark.HallmarkError, match="sequence slots are held by open streams"):
+        gemma.generate("Hi", max_tokens=2)
+    stream.close()
+    assert gemma.generate("Hi", max_tokens=2, temperature=0).token_ids
 
 
 def test_interleaved_streams_do_not_share_kv_cache(smollm2):

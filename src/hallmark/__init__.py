@@ -14,6 +14,7 @@ from hallmark.errors import (
     UnknownModelError,
 )
 from hallmark.model import Model, load
+from hallmark.tasks import TaskResult, UnknownLanguageError, answer, summarize, translate
 from hallmark.watermark.api import detect
 from hallmark.watermark.detect import DetectionResult
 from hallmark.watermark.spec import WatermarkSpec
@@ -35,10 +36,15 @@ __all__ = [
     "PromptError",
     "SamplingParams",
     "StreamChunk",
+    "TaskResult",
     "Timings",
     "TokenLogprob",
+    "UnknownLanguageError",
     "UnknownModelError",
     "WatermarkSpec",
+    "answer",
     "detect",
     "load",
+    "summarize",
+    "translate",
 ]

@@ -641,8 +641,8 @@ def detect(
         click.echo(f"  passage    chars {span.start}-{span.end}, p = {span.p_value:.3g}: {preview!r}")
 
 
-# The server's commands live in their own module; importing it registers them on `main`.
-from hallmark import cli_server  # noqa: E402, F401
+# The server's and the tasks' commands live in their own modules; importing them registers them.
+from hallmark import cli_server, cli_tasks  # noqa: E402, F401
 
 if __name__ == "__main__":
     main()

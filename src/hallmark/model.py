@@ -117,14 +117,24 @@ class Model:
     def generate_batch(
         self, prompts: Sequence[str | Sequence[int]], *, params: SamplingParams | None = None, **sampling: Any
     ) -> list[GenerationResult]:
-        """Generate for several prompts in one batch (one decode call per step for all of them)."""
+        """Generate for several prompts together: one decode call per step holds a token of each
+        running sequence; beyond the model's `max_sequences`, prompts wait for a free sequence."""
         p = sampling_params(params, **sampling)
         requests = [self.prompt_request(prompt, p) for prompt in prompts]
         results: list[GenerationResult | None] = [None] * len(requests)
-        for i, chunk in self._stream(requests):
-            if chunk.final is not None:
-                results[i] = chunk.final
+        for i, result in self.generate_requests(requests):
+            results[i] = result
         return [r for r in results if r is not None]
+
+    def generate_requests(self, requests: Sequence[Request]) -> Iterator[tuple[int, GenerationResult]]:
+        """Run prepared requests together; yield (index, result) as each one finishes."""
+        if not requests:
+            return
+        for request in requests:
+            request.validate(self.backend)
+        for i, chunk in self._stream(list(requests)):
+            if chunk.final is not None:
+                yield i, chunk.final
 
     def prompt_request(self, prompt: str | Sequence[int], params: SamplingParams) -> Request:
         """A request to continue `prompt`, watermarked with this model's scheme unless params say not."""
@@ -192,16 +202,16 @@ class Model:
     def _stream(self, requests: list[Request]) -> Iterator[tuple[int, StreamChunk]]:
         """Hold KV-cache slots for the requests while their generation runs.
 
-        Slots are taken when iteration starts and given back when it ends or the iterator is
-        closed, so several open streams on one model never share a slot.
+        Up to one slot per request is taken when iteration starts and given back when it ends or
+        the iterator is closed, so several open streams on one model never share a slot. More
+        requests than free slots run in turn: each waits for a sequence to finish.
         """
-        if len(requests) > len(self._free_slots):
+        if not self._free_slots:
             raise HallmarkError(
-                f"{len(requests)} sequences requested but only {len(self._free_slots)} of the model's "
-                f"{self.backend.max_sequences} sequence slots are free; load it with "
-                f"max_sequences={len(requests) + self.backend.max_sequences - len(self._free_slots)}"
+                f"all of the model's {self.backend.max_sequences} sequence slots are held by open "
+                f"streams; finish or close one, or load the model with a larger max_sequences"
             )
-        slots = [self._free_slots.pop() for _ in requests]
+        slots = [self._free_slots.pop() for _ in range(min(len(requests), len(self._free_slots)))]
         try:
             yield from generate_stream(self.backend, requests, self.name, slots)
         finally:

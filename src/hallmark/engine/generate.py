@@ -21,11 +21,12 @@ def generate_stream(
     """Run requests to completion together in the given KV-cache slots (sequence ids).
 
     Yields (request index, chunk) as text is released; each request's last chunk carries its
-    final result. Sequences that finish early drop out of the batch. The slots' KV caches are
-    cleared before use and freed when the generator ends or is closed.
+    final result. At most len(slots) requests run at once; the others wait in the scheduler's
+    queue and start as soon as a sequence finishes. The slots' KV caches are cleared before use
+    and freed when the generator ends or is closed.
     """
-    if len(slots) != len(requests):
-        raise ValueError("one slot per request")
+    if not slots:
+        raise ValueError("at least one slot is needed")
     scheduler = Scheduler(backend, model_name, slots=slots, token_budget=1 << 30)
     index = {id(scheduler.submit(r)): i for i, r in enumerate(requests)}
     try:

@@ -1,0 +1,91 @@
+"""Task quality: both shipped models on the dev sets, naive zero-shot prompt vs the chosen prompting.
+
+Dev sets from ../shared/data: tatoeba en->fr/de/es (the first `--n-translation` pairs of each),
+xsum dev300 and squad dev300. Greedy decoding, as `hallmark eval` does by default. Each cell is
+`hallmark.tasks.evaluate.evaluate` (the code behind `hallmark eval`).
+
+    python bench/tasks.py                     # about 30 minutes on 2 cores
+    python bench/tasks.py --limit 20          # a quick look
+
+Writes bench/results/tasks.json and bench/results/tasks.md (and predictions under /tmp).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import hallmark
+from hallmark.tasks.evaluate import evaluate
+from hallmark.tasks.prompts import CHOSEN, model_kind
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+RESULTS = Path(__file__).parent / "results"
+MODELS = ("smollm2-135m-instruct", "gemma-3-270m")
+SETS = [
+    ("translation", "tatoeba en-fr", DATA / "translation" / "tatoeba.en-fr.jsonl"),
+    ("translation", "tatoeba en-de", DATA / "translation" / "tatoeba.en-de.jsonl"),
+    ("translation", "tatoeba en-es", DATA / "translation" / "tatoeba.en-es.jsonl"),
+    ("summarization", "xsum dev300", DATA / "summarization" / "xsum.dev300.jsonl"),
+    ("qa", "squad dev300", DATA / "qa" / "squad.dev300.jsonl"),
+]
+SHOWN = {
+    "translation": ("bleu", "chrf"),
+    "summarization": ("rouge1", "rouge2", "rougeL"),
+    "qa": ("exact_match", "f1"),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n-translation", type=int, default=300, help="pairs per tatoeba file")
+    ap.add_argument("--limit", type=int, default=None, help="examples per set (overrides the defaults)")
+    ap.add_argument("--models", nargs="+", default=list(MODELS))
+    args = ap.parse_args()
+    out_dir = Path(tempfile.mkdtemp(prefix="hallmark-tasks-"))
+    cells = []
+    for name in args.models:
+        model = hallmark.load(name, n_ctx=4096, max_sequences=8, show_progress=False)
+        for task, label, path in SETS:
+            limit = args.limit or (args.n_translation if task == "translation" else None)
+            for style in ("naive", CHOSEN[(task, model_kind(model))]):
+                print(f"{name} {label} {style} ...", file=sys.stderr, flush=True)
+                s = evaluate(
+                    task, path, model, limit, style, out_dir / f"{name}-{label}-{style}".replace(" ", "_")
+                )
+                cells.append({"model": name, "set": label, **s})
+        model.close()
+    RESULTS.mkdir(exist_ok=True)
+    res = {"benchmark": "tasks", "date": time.strftime("%Y-%m-%d"), "decoding": "greedy", "cells": cells}
+    (RESULTS / "tasks.json").write_text(json.dumps(res, indent=2) + "\n")
+    table = markdown(cells)
+    (RESULTS / "tasks.md").write_text(table)
+    print(table)
+
+
+def markdown(cells: list[dict]) -> str:
+    lines = [
+        "| model | dev set | examples | naive zero-shot | chosen prompting | chosen style |",
+        "|---|---|---:|---|---|---|",
+    ]
+    by_key: dict[tuple[str, str], list[dict]] = {}
+    for c in cells:
+        by_key.setdefault((c["model"], c["set"]), []).append(c)
+    for (model, label), (naive, chosen) in by_key.items():
+        names = SHOWN[naive["task"]]
+
+        def fmt(c: dict, names: tuple[str, ...] = names) -> str:
+            return ", ".join(f"{n.replace('exact_match', 'EM')} {c['metrics'][n]:.1f}" for n in names)
+
+        lines.append(
+            f"| {model} | {label} | {naive['examples']} | {fmt(naive)} | {fmt(chosen)} | {chosen['style']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

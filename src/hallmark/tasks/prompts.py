@@ -1,0 +1,299 @@
+"""Prompts for the task commands, per model kind, and the clean-up of what the model writes.
+
+A base model (no chat template, e.g. gemma-3-270m) continues text, so it gets few-shot prompts in a
+fixed `Label: text` format and stops at the end of the line. An instruct model (a chat template,
+e.g. smollm2-135m-instruct) gets an instruction through its template. The `naive` style is the
+zero-shot baseline: the bare instruction, no examples, no stop sequence, no clean-up.
+
+Which style is used by default (`CHOSEN`) was decided by dev-set scores from
+bench/experiments/task_prompts.py; the README has the table. The examples below were written for
+hallmark, not taken from any evaluation set.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hallmark.tasks.languages import language_name
+
+Messages = list[dict[str, str]]
+
+# Parallel example sentences for few-shot translation between any two of these languages.
+TRANSLATION_SHOTS: list[dict[str, str]] = [
+    {
+        "en": "The weather is nice today, so we are going to the beach.",
+        "fr": "Il fait beau aujourd'hui, alors nous allons à la plage.",
+        "de": "Heute ist schönes Wetter, also gehen wir an den Strand.",
+        "es": "Hoy hace buen tiempo, así que vamos a la playa.",
+        "it": "Oggi fa bel tempo, quindi andiamo al mare.",
+        "pt": "Hoje está um dia bonito, então vamos à praia.",
+        "nl": "Het is mooi weer vandaag, dus we gaan naar het strand.",
+    },
+    {
+        "en": "Where is the nearest train station?",
+        "fr": "Où est la gare la plus proche ?",
+        "de": "Wo ist der nächste Bahnhof?",
+        "es": "¿Dónde está la estación de tren más cercana?",
+        "it": "Dov'è la stazione ferroviaria più vicina?",
+        "pt": "Onde fica a estação de trem mais próxima?",
+        "nl": "Waar is het dichtstbijzijnde treinstation?",
+    },
+    {
+        "en": "I don't know what he wants.",
+        "fr": "Je ne sais pas ce qu'il veut.",
+        "de": "Ich weiß nicht, was er will.",
+        "es": "No sé lo que quiere.",
+        "it": "Non so cosa vuole.",
+        "pt": "Não sei o que ele quer.",
+        "nl": "Ik weet niet wat hij wil.",
+    },
+    {
+        "en": "She has been reading this book for two weeks.",
+        "fr": "Elle lit ce livre depuis deux semaines.",
+        "de": "Sie liest dieses Buch seit zwei Wochen.",
+        "es": "Lleva dos semanas leyendo este libro.",
+        "it": "Sta leggendo questo libro da due settimane.",
+        "pt": "Ela está lendo este livro há duas semanas.",
+        "nl": "Ze leest dit boek al twee weken.",
+    },
+    {
+        "en": "Thank you very much for your help.",
+        "fr": "Merci beaucoup pour votre aide.",
+        "de": "Vielen Dank für Ihre Hilfe.",
+        "es": "Muchas gracias por su ayuda.",
+        "it": "Grazie mille per il suo aiuto.",
+        "pt": "Muito obrigado pela sua ajuda.",
+        "nl": "Hartelijk dank voor uw hulp.",
+    },
+]
+
+SUMMARY_SHOTS: list[dict[str, str]] = [
+    {
+        "document": (
+            "The town council voted on Tuesday to close the old library on Mill Street at the end of "
+            "the year. Councillors said the building needs repairs costing more than two million "
+            "pounds, and that its services will move to the new community centre next to the "
+            "station. Residents who opposed the plan had collected 4,000 signatures. A spokesperson "
+            "for the campaign said they were disappointed and would keep fighting for the building "
+            "to be used for the public."
+        ),
+        "summary": (
+            "A town's old library will close at the end of the year and move to a new community "
+            "centre, despite a 4,000-signature petition against the plan."
+        ),
+    },
+]
+
+QA_SHOTS: list[dict[str, str]] = [
+    {
+        "context": (
+            "The Eiffel Tower was built for the 1889 World's Fair in Paris. It was designed by the "
+            "engineering company of Gustave Eiffel and was the tallest man-made structure in the "
+            "world until the Chrysler Building was finished in New York in 1930."
+        ),
+        "question": "Which building was taller than the Eiffel Tower in 1930?",
+        "answer": "the Chrysler Building",
+    },
+    {
+        "context": (
+            "Honey bees live in colonies of up to 60,000 workers. The workers collect nectar from "
+            "flowers and store it in wax cells, where it slowly turns into honey as water "
+            "evaporates from it."
+        ),
+        "question": "How many workers can a honey bee colony have?",
+        "answer": "up to 60,000",
+    },
+    {
+        "context": (
+            "Marie Curie moved from Warsaw to Paris in 1891 to study physics and mathematics at the "
+            "Sorbonne. In 1903 she shared the Nobel Prize in Physics with her husband Pierre and "
+            "Henri Becquerel."
+        ),
+        "question": "Where did Marie Curie study?",
+        "answer": "the Sorbonne",
+    },
+]
+
+OPEN_QA_SHOTS: list[dict[str, str]] = [
+    {"question": "What is the capital of Japan?", "answer": "Tokyo"},
+    {"question": "How many legs does a spider have?", "answer": "Eight"},
+    {"question": "Who wrote Romeo and Juliet?", "answer": "William Shakespeare"},
+]
+
+# Summary lengths: how many sentences to ask for and keep.
+SUMMARY_LENGTHS = {"short": 1, "medium": 3, "long": 6}
+
+
+@dataclass
+class TaskPrompt:
+    """What to send to the model for one input, and how to clean up what comes back."""
+
+    text: str | None = None  # a completion prompt (base models) ...
+    messages: Messages | None = None  # ... or chat messages (instruct models)
+    stop: tuple[str, ...] = ()
+    clean: Callable[[str], str] = field(default=lambda s: s.strip())
+
+
+def model_kind(model: Any) -> str:
+    """'chat' for a model with a chat template (instruct), 'base' otherwise."""
+    return "chat" if getattr(model, "chat_template", None) else "base"
+
+
+# -- clean-up ---------------------------------------------------------------------------------------
+def first_line(text: str) -> str:
+    for line in text.strip().splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def strip_label(text: str, labels: tuple[str, ...]) -> str:
+    """Drop a leading 'Label:' the model may echo (e.g. 'French:' or 'Answer:')."""
+    for label in labels:
+        if text.lower().startswith(label.lower() + ":"):
+            return text[len(label) + 1 :].strip()
+    return text
+
+
+def strip_quotes(text: str) -> str:
+    for a, b in (('"', '"'), ("“", "”"), ("'", "'"), ("«", "»")):
+        if len(text) > 1 and text.startswith(a) and text.endswith(b):
+            return text[1:-1].strip()
+    return text
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"“'(])")
+
+
+def first_sentences(text: str, n: int) -> str:
+    sentences = [s for s in _SENTENCE_END.split(" ".join(text.split())) if s]
+    return " ".join(sentences[:n])
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s for s in _SENTENCE_END.split(text.strip()) if s]
+
+
+# -- translation ------------------------------------------------------------------------------------
+TRANSLATION_STYLES = ("naive", "fewshot-1", "fewshot-3", "fewshot-5", "chat", "chat-fewshot-3")
+
+
+def translation_prompt(text: str, source: str, target: str, style: str) -> TaskPrompt:
+    src, tgt = language_name(source), language_name(target)
+    if style == "naive":
+        instruction = f"Translate from {src} to {tgt}:\n{text}"
+        return TaskPrompt(text=instruction + "\n", messages=[{"role": "user", "content": instruction}])
+    shots = _translation_shots(source, target, _shots(style))
+
+    def clean(out: str) -> str:
+        return strip_quotes(strip_label(first_line(out), (tgt, "Translation", f"{tgt} translation")))
+
+    if style.startswith("fewshot"):
+        lines = [f"{src}: {s}\n{tgt}: {t}\n" for s, t in shots]
+        return TaskPrompt(text="\n".join([*lines, f"{src}: {text}\n{tgt}:"]), stop=("\n",), clean=clean)
+    if style.startswith("chat"):
+        ask = f"Translate this {src} text into {tgt}. Reply with the {tgt} translation only.\n\n"
+        messages: Messages = []
+        for s, t in shots:
+            messages += [{"role": "user", "content": ask + s}, {"role": "assistant", "content": t}]
+        messages.append({"role": "user", "content": ask + text})
+        return TaskPrompt(messages=messages, clean=clean)
+    raise ValueError(f"unknown translation style {style!r}; known: {', '.join(TRANSLATION_STYLES)}")
+
+
+def _translation_shots(source: str, target: str, k: int) -> list[tuple[str, str]]:
+    pairs = [(s[source], s[target]) for s in TRANSLATION_SHOTS if source in s and target in s]
+    return pairs[:k]
+
+
+def _shots(style: str) -> int:
+    m = re.search(r"fewshot-(\d+)$", style)
+    return int(m.group(1)) if m else 0
+
+
+# -- summarization ----------------------------------------------------------------------------------
+SUMMARY_STYLES = ("naive", "tldr", "fewshot-1", "chat")
+
+
+def summary_prompt(document: str, style: str, sentences: int = 1) -> TaskPrompt:
+    unit = "one sentence" if sentences == 1 else f"{sentences} sentences"
+
+    def clean(out: str) -> str:
+        return first_sentences(strip_label(out.strip(), ("Summary", "TL;DR")), sentences)
+
+    if style == "naive":
+        instruction = f"Summarize the following text:\n\n{document}"
+        return TaskPrompt(
+            text=instruction + "\n\nSummary:", messages=[{"role": "user", "content": instruction}]
+        )
+    if style == "tldr":
+        return TaskPrompt(text=f"{document}\n\nTL;DR:", stop=("\n",), clean=clean)
+    if style == "fewshot-1":
+        shot = SUMMARY_SHOTS[0]
+        text = (
+            f"Article: {shot['document']}\nSummary in one sentence: {shot['summary']}\n\n"
+            f"Article: {document}\nSummary in {unit}:"
+        )
+        return TaskPrompt(text=text, stop=("\n",), clean=clean)
+    if style == "chat":
+        instruction = f"Summarize the following article in {unit}. Reply with the summary only.\n\n{document}"
+        return TaskPrompt(messages=[{"role": "user", "content": instruction}], clean=clean)
+    raise ValueError(f"unknown summarization style {style!r}; known: {', '.join(SUMMARY_STYLES)}")
+
+
+# -- question answering -----------------------------------------------------------------------------
+QA_STYLES = ("naive", "fewshot-1", "fewshot-3", "chat", "chat-fewshot-3")
+
+
+def _clean_answer(out: str) -> str:
+    answer = strip_quotes(strip_label(first_line(out), ("Answer", "A")))
+    return answer[:-1].strip() if answer.endswith(".") else answer
+
+
+def qa_prompt(question: str, context: str | None, style: str) -> TaskPrompt:
+    if style == "naive":
+        instruction = f"{context}\n\nQuestion: {question}" if context else question
+        return TaskPrompt(text=instruction + "\nAnswer:", messages=[{"role": "user", "content": instruction}])
+    k = _shots(style)
+    if style.startswith("fewshot"):
+        if context is None:
+            shots = [f"Question: {s['question']}\nAnswer: {s['answer']}\n" for s in OPEN_QA_SHOTS[:k]]
+            return TaskPrompt(
+                text="\n".join([*shots, f"Question: {question}\nAnswer:"]), stop=("\n",), clean=_clean_answer
+            )
+        shots = [
+            f"Context: {s['context']}\nQuestion: {s['question']}\nAnswer: {s['answer']}\n"
+            for s in QA_SHOTS[:k]
+        ]
+        final = f"Context: {context}\nQuestion: {question}\nAnswer:"
+        return TaskPrompt(text="\n".join([*shots, final]), stop=("\n",), clean=_clean_answer)
+    if style.startswith("chat"):
+        if context is None:  # an open question: the instruct model answers in its own words
+            return TaskPrompt(messages=[{"role": "user", "content": question}])
+        ask = (
+            "Answer the question with the shortest phrase from the text that answers it; "
+            "do not write a full sentence.\n\n"
+        )
+        messages: Messages = []
+        for s in QA_SHOTS[:k]:
+            messages += [
+                {"role": "user", "content": f"{ask}Text: {s['context']}\n\nQuestion: {s['question']}"},
+                {"role": "assistant", "content": s["answer"]},
+            ]
+        messages.append({"role": "user", "content": f"{ask}Text: {context}\n\nQuestion: {question}"})
+        return TaskPrompt(messages=messages, clean=_clean_answer)
+    raise ValueError(f"unknown question-answering style {style!r}; known: {', '.join(QA_STYLES)}")
+
+
+# The default style per (task, model kind), chosen by dev-set scores (see the module docstring).
+CHOSEN: dict[tuple[str, str], str] = {
+    ("translation", "base"): "fewshot-3",
+    ("translation", "chat"): "chat",
+    ("summarization", "base"): "fewshot-1",
+    ("summarization", "chat"): "chat",
+    ("qa", "base"): "fewshot-3",
+    ("qa", "chat"): "chat",
+}

@@ -1,0 +1,149 @@
+"""Running task prompts on a model: batching, token budgets, and the result the task functions return."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hallmark.engine.request import Request
+from hallmark.engine.results import GenerationResult
+from hallmark.engine.sampling import SamplingParams, sampling_params
+from hallmark.errors import PromptError
+from hallmark.model import Model, load
+from hallmark.progress import progress_bar
+from hallmark.tasks.prompts import TaskPrompt, model_kind
+
+# Task outputs decode greedily unless the caller asks for sampling: the most likely translation or
+# answer scores best on the dev sets, and it is reproducible. Greedy text carries no watermark
+# (there is no randomness to carry it); results say so, and passing a temperature samples with one.
+TASK_DEFAULTS: dict[str, Any] = {"temperature": 0.0}
+# When a task function loads a model by name: room for long inputs and a few sequences at once.
+TASK_CTX = 4096
+TASK_SEQUENCES = 4
+
+
+@dataclass
+class TaskResult:
+    """The output of translate / summarize / answer."""
+
+    text: str
+    model: str
+    style: str  # the prompt style used (see hallmark.tasks.prompts)
+    parts: int = 1  # model calls the input was split into (more than 1 for inputs beyond the window)
+    generations: list[GenerationResult] = field(default_factory=list, repr=False)
+
+    def __str__(self) -> str:
+        return self.text
+
+    @property
+    def watermarked(self) -> bool:
+        return bool(self.generations) and all(g.watermark.applied for g in self.generations)
+
+    def to_dict(self) -> dict[str, Any]:
+        wm = [g.watermark for g in self.generations]
+        return {
+            "text": self.text,
+            "model": self.model,
+            "style": self.style,
+            "parts": self.parts,
+            "watermark": {
+                "applied": self.watermarked,
+                "spec_id": next((w.spec_id for w in wm if w.spec_id), None),
+                "reason": next((w.reason for w in wm if not w.applied), None),
+            },
+            "usage": {
+                "prompt_tokens": sum(g.prompt_tokens for g in self.generations),
+                "completion_tokens": sum(len(g.token_ids) for g in self.generations),
+            },
+        }
+
+
+def resolve_model(model: Model | str | os.PathLike[str] | None, show_progress: bool = False) -> Model:
+    """A loaded model as it is, or load one by catalog name or path (None: the default model)."""
+    if isinstance(model, Model):
+        return model
+    return load(model, n_ctx=TASK_CTX, max_sequences=TASK_SEQUENCES, show_progress=show_progress)
+
+
+def task_params(params: SamplingParams | None, sampling: dict[str, Any]) -> SamplingParams:
+    return sampling_params(params, **{**TASK_DEFAULTS, **sampling}) if params is None else params
+
+
+def request_for(model: Model, prompt: TaskPrompt, params: SamplingParams, max_tokens: int) -> Request:
+    """The generation request for one task prompt: the chat template for chat models, else the text."""
+    use_chat = prompt.messages is not None and (prompt.text is None or model_kind(model) == "chat")
+    p = params.with_overrides(
+        max_tokens=min(max_tokens, params.max_tokens) if params.max_tokens else max_tokens,
+        stop=tuple(params.stop) + prompt.stop,
+    )
+    if use_chat:
+        return model.chat_request(prompt.messages or [], p)
+    assert prompt.text is not None
+    return model.prompt_request(prompt.text, p)
+
+
+def prompt_tokens(model: Model, prompt: TaskPrompt) -> int:
+    if prompt.messages is not None and (prompt.text is None or model_kind(model) == "chat"):
+        return len(model.chat_prompt_ids(prompt.messages))
+    return len(model.tokenize(prompt.text or ""))
+
+
+def fits(model: Model, prompt: TaskPrompt, max_tokens: int) -> bool:
+    return prompt_tokens(model, prompt) + max_tokens <= model.n_ctx
+
+
+def run_prompts(
+    model: Model,
+    prompts: Sequence[TaskPrompt],
+    params: SamplingParams,
+    max_tokens: Sequence[int],
+    progress: str | None = None,
+) -> list[tuple[str, GenerationResult]]:
+    """Generate for every prompt (batched on the model's sequence slots); cleaned text and result each."""
+    requests = []
+    for prompt, limit in zip(prompts, max_tokens, strict=True):
+        request = request_for(model, prompt, params, limit)
+        n_prompt = len(request.prompt_ids)
+        if n_prompt + (request.params.max_tokens or 0) > model.n_ctx:
+            # The task functions split inputs to fit; reaching here means a piece could not be.
+            raise PromptError(
+                f"a task prompt is {n_prompt} tokens and its answer may need {request.params.max_tokens} "
+                f"more, beyond the model's {model.n_ctx}-token context window"
+            )
+        requests.append(request)
+    out: list[tuple[str, GenerationResult] | None] = [None] * len(requests)
+    with progress_bar(len(requests), progress or "", enabled=progress is not None, unit="it") as bar:
+        for i, result in model.generate_requests(requests):
+            out[i] = (prompts[i].clean(result.text), result)
+            bar.update(1)
+    return [o for o in out if o is not None]
+
+
+def pack(pieces: Sequence[str], fits_in_one: Any, joiner: str = " ") -> list[str]:
+    """Greedily join consecutive pieces into groups for which `fits_in_one(group_text)` holds.
+
+    A single piece that does not fit alone is split on whitespace, word by word; a single word that
+    does not fit is an error (it cannot be split without changing the text).
+    """
+    groups: list[str] = []
+    current = ""
+    for piece in pieces:
+        candidate = f"{current}{joiner}{piece}" if current else piece
+        if fits_in_one(candidate):
+            current = candidate
+            continue
+        if current:
+            groups.append(current)
+        if fits_in_one(piece):
+            current = piece
+            continue
+        words = piece.split()
+        if len(words) <= 1:
+            raise PromptError("a single word of the input is too long for the model's context window")
+        groups += pack(words, fits_in_one, " ")
+        current = ""
+    if current:
+        groups.append(current)
+    return groups
