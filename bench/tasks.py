@@ -4,8 +4,8 @@ Dev sets from ../shared/data: tatoeba en->fr/de/es (the first `--n-translation` 
 xsum dev300 and squad dev300. Greedy decoding, as `hallmark eval` does by default. Each cell is
 `hallmark.tasks.evaluate.evaluate` (the code behind `hallmark eval`).
 
-    python bench/tasks.py                     # about 30 minutes on 2 cores
-    python bench/tasks.py --limit 20          # a quick look
+    python bench/tasks.py                     # the full dev sets: about 2 hours on 2 cores
+    python bench/tasks.py --n-translation 60 --n-summarization 40 --n-qa 100   # about 20 minutes
 
 Writes bench/results/tasks.json and bench/results/tasks.md (and predictions under /tmp).
 """
@@ -43,7 +43,8 @@ SHOWN = {
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n-translation", type=int, default=300, help="pairs per tatoeba file")
-    ap.add_argument("--limit", type=int, default=None, help="examples per set (overrides the defaults)")
+    ap.add_argument("--n-summarization", type=int, default=300, help="xsum documents")
+    ap.add_argument("--n-qa", type=int, default=300, help="squad questions")
     ap.add_argument("--models", nargs="+", default=list(MODELS))
     args = ap.parse_args()
     out_dir = Path(tempfile.mkdtemp(prefix="hallmark-tasks-"))
@@ -51,7 +52,11 @@ def main() -> None:
     for name in args.models:
         model = hallmark.load(name, n_ctx=4096, max_sequences=8, show_progress=False)
         for task, label, path in SETS:
-            limit = args.limit or (args.n_translation if task == "translation" else None)
+            limit = {
+                "translation": args.n_translation,
+                "summarization": args.n_summarization,
+                "qa": args.n_qa,
+            }[task]
             for style in ("naive", CHOSEN[(task, model_kind(model))]):
                 print(f"{name} {label} {style} ...", file=sys.stderr, flush=True)
                 s = evaluate(
