@@ -120,7 +120,9 @@ def translate(
       hallmark translate --to es -m gemma-3-270m "Good morning" --json
     """
     from hallmark.tasks import translate as run
+    from hallmark.tasks.languages import language_code
 
+    language_code(source), language_code(target)  # a bad code fails before the model loads
     content = _read_input(text, "the text to translate")
     sampling = _sampling(options)
     llm = _load_for_tasks(options)
