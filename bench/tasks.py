@@ -21,7 +21,7 @@ from pathlib import Path
 
 import hallmark
 from hallmark.tasks.evaluate import evaluate
-from hallmark.tasks.prompts import CHOSEN, model_kind
+from hallmark.tasks.prompts import chosen_style
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 RESULTS = Path(__file__).parent / "results"
@@ -57,7 +57,7 @@ def main() -> None:
                 "summarization": args.n_summarization,
                 "qa": args.n_qa,
             }[task]
-            for style in ("naive", CHOSEN[(task, model_kind(model))]):
+            for style in ("naive", chosen_style(task, model)):
                 print(f"{name} {label} {style} ...", file=sys.stderr, flush=True)
                 s = evaluate(
                     task, path, model, limit, style, out_dir / f"{name}-{label}-{style}".replace(" ", "_")

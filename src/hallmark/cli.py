@@ -164,13 +164,14 @@ def _sampling_from(kwargs: dict[str, Any]) -> SamplingParams:
     return SamplingParams().with_overrides(**overrides)
 
 
-def _load(options: dict[str, Any]) -> Any:
+def _load(options: dict[str, Any], default_ctx: int | None = None, max_sequences: int = 1) -> Any:
     """Load the model named by the model options (removed from `options`)."""
     from hallmark.model import load  # imported here so that `--help` does not load llama.cpp
 
     return load(
         options.pop("model"),
-        n_ctx=options.pop("ctx_size"),
+        n_ctx=options.pop("ctx_size") or default_ctx,
+        max_sequences=max_sequences,
         n_threads=options.pop("threads"),
         n_gpu_layers=options.pop("gpu_layers"),
         watermark=options.pop("watermark_scheme"),

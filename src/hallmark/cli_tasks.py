@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from hallmark.cli import CONTEXT_SETTINGS, _envvar, main, model_options
+from hallmark.cli import CONTEXT_SETTINGS, _envvar, _load, main, model_options
 from hallmark.errors import HallmarkError
 
 # An argument that looks like a file name (a path separator, or a name with a text-file extension)
@@ -42,18 +42,9 @@ def _read_file(path: Path) -> str:
 
 
 def _load_for_tasks(options: dict[str, Any]) -> Any:
-    from hallmark.model import load
     from hallmark.tasks.runner import TASK_CTX, TASK_SEQUENCES
 
-    return load(
-        options.pop("model"),
-        n_ctx=options.pop("ctx_size") or TASK_CTX,
-        max_sequences=TASK_SEQUENCES,
-        n_threads=options.pop("threads"),
-        n_gpu_layers=options.pop("gpu_layers"),
-        watermark=options.pop("watermark_scheme"),
-        watermark_key=options.pop("watermark_key"),
-    )
+    return _load(options, default_ctx=TASK_CTX, max_sequences=TASK_SEQUENCES)
 
 
 def task_options(f: Any) -> Any:
@@ -239,12 +230,12 @@ def eval_task(
       hallmark eval qa --data squad.dev300.jsonl --style naive --json
     """
     from hallmark.tasks.evaluate import evaluate, load_examples
-    from hallmark.tasks.prompts import CHOSEN, model_kind
+    from hallmark.tasks.prompts import chosen_style
 
     load_examples(task, data, 1)  # a bad file fails before the model loads
     sampling = _sampling(options)
     llm = _load_for_tasks(options)
-    style = style or CHOSEN[(task, model_kind(llm))]
+    style = chosen_style(task, llm, style)
     prefix = out or f"hallmark-eval/{task}-{Path(data).stem}-{llm.name}-{style}"
     summary = evaluate(task, data, llm, limit, style, prefix, source, target, progress=True, **sampling)
     if as_json:

@@ -18,8 +18,8 @@ from hallmark.errors import PromptError
 from hallmark.model import Model
 from hallmark.tasks.languages import language_code
 from hallmark.tasks.prompts import (
-    CHOSEN,
     SUMMARY_LENGTHS,
+    chosen_style,
     model_kind,
     qa_prompt,
     split_sentences,
@@ -29,10 +29,6 @@ from hallmark.tasks.prompts import (
 from hallmark.tasks.runner import TaskResult, fits, pack, resolve_model, run_prompts, task_params
 
 ModelLike = Model | str | os.PathLike[str] | None
-
-
-def _style(task: str, model: Model, style: str | None) -> str:
-    return style or CHOSEN[(task, model_kind(model))]
 
 
 def _require_text(text: str, what: str) -> str:
@@ -71,7 +67,7 @@ def translate(
     if src == tgt:
         raise PromptError(f"the source and target language are the same ({src})")
     m = resolve_model(model)
-    style = _style("translation", m, style)
+    style = chosen_style("translation", m, style)
     params = task_params(params, sampling)
     lines = text.split("\n")
 
@@ -133,7 +129,7 @@ def summarize(
         _require_text(t, "the text to summarize")
     sentences = _sentences(length)
     m = resolve_model(model)
-    style = _style("summarization", m, style)
+    style = chosen_style("summarization", m, style)
     params = task_params(params, sampling)
     docs = [t.strip() for t in texts]
     results: list[TaskResult | None] = [None] * len(docs)
@@ -163,13 +159,13 @@ def _map_reduce(
 ) -> TaskResult:
     generations = []
     parts = 0
+
+    def fits_one(piece: str) -> bool:
+        return fits(m, summary_prompt(piece, style, 3), summary_max_tokens(3))
+
     for _ in range(8):  # each round shrinks the text to ~3 sentences per part; 8 rounds is plenty
         if fits(m, summary_prompt(document, style, sentences), summary_max_tokens(sentences)):
             break
-
-        def fits_one(piece: str) -> bool:
-            return fits(m, summary_prompt(piece, style, 3), summary_max_tokens(3))
-
         chunks = pack(split_sentences(document), fits_one)
         outs = run_prompts(
             m,
@@ -241,7 +237,7 @@ def answer(
         if c is not None:
             _require_text(c, "the context")
     m = resolve_model(model)
-    style = _style("qa", m, style)
+    style = chosen_style("qa", m, style)
     params = task_params(params, sampling)
     prompts, limits, parts = [], [], []
     for q, c in zip(questions, contexts, strict=True):

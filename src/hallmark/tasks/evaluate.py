@@ -24,7 +24,7 @@ from hallmark.model import Model
 from hallmark.tasks import metrics
 from hallmark.tasks.api import answer, summarize, translate
 from hallmark.tasks.languages import language_code
-from hallmark.tasks.prompts import CHOSEN, model_kind
+from hallmark.tasks.prompts import chosen_style
 
 TASKS = ("translation", "summarization", "qa")
 REQUIRED = {
@@ -150,7 +150,7 @@ def evaluate(
     if task not in TASKS:
         raise EvalDataError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
     examples = load_examples(task, data, limit)
-    style = style or CHOSEN[(task, model_kind(model))]
+    style = chosen_style(task, model, style)
     t0 = time.perf_counter()
     predictions = predict(task, examples, model, style, source, target, progress, **sampling)
     seconds = time.perf_counter() - t0

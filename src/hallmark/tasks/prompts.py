@@ -300,3 +300,8 @@ CHOSEN: dict[tuple[str, str], str] = {
     ("qa", "base"): "fewshot-1",  # F1 46.8 (fewshot-3: 44.9)
     ("qa", "chat"): "fewshot-3",  # F1 42.5
 }
+
+
+def chosen_style(task: str, model: Any, style: str | None = None) -> str:
+    """`style` if given, else the default for the task and the model's kind."""
+    return style or CHOSEN[(task, model_kind(model))]

@@ -73,19 +73,23 @@ def task_params(params: SamplingParams | None, sampling: dict[str, Any]) -> Samp
 
 def request_for(model: Model, prompt: TaskPrompt, params: SamplingParams, max_tokens: int) -> Request:
     """The generation request for one task prompt: the chat template for chat models, else the text."""
-    use_chat = prompt.messages is not None and (prompt.text is None or model_kind(model) == "chat")
     p = params.with_overrides(
         max_tokens=min(max_tokens, params.max_tokens) if params.max_tokens else max_tokens,
         stop=tuple(params.stop) + prompt.stop,
     )
-    if use_chat:
+    if _uses_chat(model, prompt):
         return model.chat_request(prompt.messages or [], p)
     assert prompt.text is not None
     return model.prompt_request(prompt.text, p)
 
 
+def _uses_chat(model: Model, prompt: TaskPrompt) -> bool:
+    """Chat messages for chat models (or when the prompt has no text form), else the text prompt."""
+    return prompt.messages is not None and (prompt.text is None or model_kind(model) == "chat")
+
+
 def prompt_tokens(model: Model, prompt: TaskPrompt) -> int:
-    if prompt.messages is not None and (prompt.text is None or model_kind(model) == "chat"):
+    if _uses_chat(model, prompt):
         return len(model.chat_prompt_ids(prompt.messages))
     return len(model.tokenize(prompt.text or ""))
 
