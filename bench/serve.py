@@ -4,8 +4,9 @@ Same model, same number of slots, same prompt and output lengths (end-of-text to
 with logit_bias, which all three accept), streaming completions over loopback HTTP. Each request's
 prompt starts with its own number, so no server can answer from a cached prompt: the comparison
 is of batching and decoding, not of prompt caching (all three have it).
-At concurrency 1, 4, 8 and 16 it reports TTFT, TPOT and ITL at p50/p99 and output tokens/s;
-then a soak run of 500 requests at mixed concurrency against hallmark (errors, RSS growth).
+At concurrency 1, 4, 8 and 16 it reports TTFT, TPOT and ITL at p50/p99 and output tokens/s,
+over several rounds with the servers interleaved (the median round's tokens/s counts); then a
+soak run of 500 requests at mixed concurrency against hallmark (errors, RSS growth).
 hallmark runs with its watermark on, as it ships.
 
 llama-server is built by this script from the llama.cpp sources vendored in the
@@ -255,15 +256,18 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) * 1e3 if values else float("nan")
 
 
-def summarize(results: list[dict], wall: float, out_tokens: int) -> dict:
-    ok = [r for r in results if "error" not in r]
+def summarize(rounds: list[tuple[list[dict], float]], out_tokens: int) -> dict:
+    """One cell from its rounds: tokens/s is the median round's; latencies pool every request."""
+    ok = [r for results, _ in rounds for r in results if "error" not in r]
+    per_round = [sum("error" not in r for r in results) * out_tokens / wall for results, wall in rounds]
     ttft = [r["ttft"] for r in ok]
     tpot = [(r["e2e"] - r["ttft"]) / max(1, out_tokens - 1) for r in ok]
     itl = [x for r in ok for x in r["itl"]]
     return {
-        "requests": len(results),
-        "errors": len(results) - len(ok),
-        "output_tokens_per_s": len(ok) * out_tokens / wall,
+        "requests": sum(len(results) for results, _ in rounds),
+        "errors": sum(len(results) for results, _ in rounds) - len(ok),
+        "output_tokens_per_s": float(np.median(per_round)),
+        "output_tokens_per_s_rounds": [round(x, 1) for x in per_round],
         "ttft_ms_p50": pct(ttft, 50),
         "ttft_ms_p99": pct(ttft, 99),
         "tpot_ms_p50": pct(tpot, 50),
@@ -277,7 +281,8 @@ def served_model(url: str) -> str:
     return httpx.get(url + "/v1/models", timeout=10).json()["data"][0]["id"]
 
 
-def bench_server(kind: str, model_path: Path, args: argparse.Namespace, body: dict) -> dict:
+def run_server(kind: str, model_path: Path, args: argparse.Namespace, body: dict) -> dict[str, tuple]:
+    """One round against a freshly started server: every concurrency level, raw per-request results."""
     proc, url = start(kind, model_path, args.slots, args.ctx, args.threads)
     body = {**body, "model": served_model(url)}
     try:
@@ -287,13 +292,36 @@ def bench_server(kind: str, model_path: Path, args: argparse.Namespace, body: di
             n = max(args.min_requests, 2 * c)
             t0 = time.perf_counter()
             res = asyncio.run(run_level(url, c, n, body))
-            levels[str(c)] = summarize(res, time.perf_counter() - t0, body["max_tokens"])
-            if errors := [r["error"] for r in res if "error" in r]:
-                levels[str(c)]["first_error"] = errors[0]
-            print(f"{kind} c={c}: {json.dumps(levels[str(c)])}", file=sys.stderr, flush=True)
+            levels[str(c)] = (res, time.perf_counter() - t0)
+            tps = sum("error" not in r for r in res) * body["max_tokens"] / levels[str(c)][1]
+            print(f"{kind} c={c}: {tps:.1f} output tok/s", file=sys.stderr, flush=True)
         return levels
     finally:
         stop(proc)
+
+
+def bench_servers(model_path: Path, args: argparse.Namespace, body: dict) -> dict[str, dict]:
+    """Each server, each concurrency level, in `args.rounds` rounds with the servers' order rotated.
+
+    Two cores are shared by the server, its HTTP work and this client, so one pass is noisy (the
+    same llama-server cell measured 119 and 138 tok/s in two runs); rounds, interleaved so that a
+    slow spell hits every server alike, and the median round make the ratios steadier.
+    """
+    raw: dict[str, dict[str, list]] = {k: {str(c): [] for c in args.concurrency} for k in args.servers}
+    for r in range(args.rounds):
+        order = args.servers[r % len(args.servers) :] + args.servers[: r % len(args.servers)]
+        for kind in order:
+            print(f"round {r + 1}/{args.rounds}: {kind}", file=sys.stderr, flush=True)
+            for c, cell in run_server(kind, model_path, args, body).items():
+                raw[kind][c].append(cell)
+    out: dict[str, dict] = {}
+    for kind in args.servers:  # the table lists the servers in the order asked for
+        out[kind] = {}
+        for c, rounds in raw[kind].items():
+            out[kind][c] = summarize(rounds, body["max_tokens"])
+            if errors := [r["error"] for results, _ in rounds for r in results if "error" in r]:
+                out[kind][c]["first_error"] = errors[0]
+    return out
 
 
 def soak(model_path: Path, args: argparse.Namespace, body: dict) -> dict:
@@ -325,7 +353,8 @@ def soak(model_path: Path, args: argparse.Namespace, body: dict) -> dict:
 def markdown(res: dict) -> str:
     lines = [
         f"Model {res['model']}, {res['slots']} slots, prompt {res['prompt_tokens']} tokens, "
-        f"{res['output_tokens']} output tokens, {res['threads']} threads.",
+        f"{res['output_tokens']} output tokens, {res['threads']} threads; {res.get('rounds', 1)} rounds with "
+        "the servers interleaved: output tok/s is the median round, latencies pool all requests.",
         "",
         "| server | concurrency | output tok/s | TTFT p50 / p99 (ms) | TPOT p50 / p99 (ms) "
         "| ITL p50 / p99 (ms) |",
@@ -370,7 +399,8 @@ def main() -> None:
     ap.add_argument("--ctx", type=int, default=1024, help="context per slot")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--output-tokens", type=int, default=64)
-    ap.add_argument("--min-requests", type=int, default=8)
+    ap.add_argument("--min-requests", type=int, default=16, help="requests per level and round")
+    ap.add_argument("--rounds", type=int, default=3, help="passes over all servers; the median counts")
     ap.add_argument("--soak", type=int, default=500, help="soak requests (0 = skip)")
     ap.add_argument("--no-soak", action="store_const", const=0, dest="soak")
     args = ap.parse_args()
@@ -401,8 +431,8 @@ def main() -> None:
         "output_tokens": args.output_tokens,
         "servers": {},
     }
-    for kind in args.servers:
-        res["servers"][kind] = bench_server(kind, model_path, args, body)
+    res["rounds"] = args.rounds
+    res["servers"] = bench_servers(model_path, args, body)
     if "hallmark" in res["servers"]:
         res["ratios"] = {
             kind: {

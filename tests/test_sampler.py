@@ -47,6 +47,26 @@ def test_top_p_on_large_vocab_matches_full_sort():
     np.testing.assert_allclose(probs, p[order[:keep]] / p[order[:keep]].sum(), rtol=1e-9)
 
 
+@pytest.mark.parametrize("shape", ["peaked", "flat", "few_near_top", "banned"])
+def test_top_k_matches_full_sort(shape):
+    # Top-k partitions only the logits near the maximum when enough are there, else all of them;
+    # either way the candidates must be exactly the k largest, in order.
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=49_152).astype(np.float32)
+    if shape == "peaked":  # like real next-token logits: a few far above a long tail
+        logits[rng.choice(49_152, 300, replace=False)] += 9.0
+    elif shape == "few_near_top":  # fewer than k within any margin of the top: the fallback path
+        logits[:5] += 40.0
+    elif shape == "banned":  # logit_bias -inf on most of the vocabulary
+        logits[100:] = -np.inf
+    k = 40
+    s = Sampler(SamplingParams(temperature=1.0, top_k=k, top_p=1.0, min_p=0.0), seed=0)
+    ids, probs = s.filtered_distribution(logits)
+    expected = np.argsort(-logits, kind="stable")[:k]
+    assert ids.tolist() == expected.tolist()
+    np.testing.assert_allclose(probs, _probs(logits[expected]), rtol=1e-6)
+
+
 def test_min_p_drops_unlikely_tokens():
     logits = np.log(np.array([0.6, 0.3, 0.06, 0.04], dtype=np.float32))
     s = Sampler(SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.1), seed=0)

@@ -294,7 +294,7 @@ class LlamaCppBackend(Vocabulary):
             last_chunk = start + self.n_batch >= len(rows)
             b = self._batch
             b.n_tokens = len(chunk)
-            out_index: list[tuple[int, int]] = []  # (seq_id, batch row whose logits it needs)
+            out_seqs: list[int] = []  # the sequences whose logits this chunk returns, in batch order
             for i, (seq_id, tok, wants) in enumerate(chunk):
                 pos = self._positions.get(seq_id, 0)
                 b.token[i] = tok
@@ -304,15 +304,21 @@ class LlamaCppBackend(Vocabulary):
                 b.logits[i] = wants
                 self._positions[seq_id] = pos + 1
                 if wants:
-                    out_index.append((seq_id, i))
+                    out_seqs.append(seq_id)
             rc = llama_cpp.llama_decode(self._ctx, b)
             if rc != 0:
                 raise HallmarkError(f"llama_decode failed with code {rc}")
-            for seq_id, row in out_index:
-                ptr = llama_cpp.llama_get_logits_ith(self._ctx, row)
-                view = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+            if out_seqs:
+                # llama.cpp stores the requested rows' logits contiguously, in batch order: one view
+                # of them all costs less than a ctypes round trip per row.
+                block = np.ctypeslib.as_array(
+                    llama_cpp.llama_get_logits(self._ctx), shape=(len(out_seqs), self.n_vocab)
+                )
                 # A later chunk overwrites the logits buffer, so only the last chunk may hand out views.
-                results[seq_id] = view if last_chunk else view.copy()
+                if not last_chunk:
+                    block = block.copy()
+                for j, seq_id in enumerate(out_seqs):
+                    results[seq_id] = block[j]
         return [results[seq_id] for seq_id, _ in batch]
 
     def token_logprobs(self, seq_id: int, tokens: Sequence[int]) -> np.ndarray:
