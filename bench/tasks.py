@@ -4,8 +4,9 @@ Dev sets from ../shared/data: tatoeba en->fr/de/es (the first `--n-translation` 
 xsum dev300 and squad dev300. Greedy decoding, as `hallmark eval` does by default. Each cell is
 `hallmark.tasks.evaluate.evaluate` (the code behind `hallmark eval`).
 
-    python bench/tasks.py                     # the full dev sets: about 2 hours on 2 cores
+    python bench/tasks.py                     # the full dev sets: about 95 minutes on 2 cores
     python bench/tasks.py --n-translation 60 --n-summarization 40 --n-qa 100   # about 20 minutes
+    python bench/tasks.py --tasks summarization --styles chosen   # re-run some cells, keep the rest
 
 Writes bench/results/tasks.json and bench/results/tasks.md (and predictions under /tmp).
 """
@@ -46,30 +47,49 @@ def main() -> None:
     ap.add_argument("--n-summarization", type=int, default=300, help="xsum documents")
     ap.add_argument("--n-qa", type=int, default=300, help="squad questions")
     ap.add_argument("--models", nargs="+", default=list(MODELS))
+    ap.add_argument("--tasks", nargs="+", choices=sorted(SHOWN), default=sorted(SHOWN))
+    ap.add_argument(
+        "--styles",
+        nargs="+",
+        choices=("naive", "chosen"),
+        default=["naive", "chosen"],
+        help="re-run only these cells; the others are kept from bench/results/tasks.json",
+    )
     args = ap.parse_args()
     out_dir = Path(tempfile.mkdtemp(prefix="hallmark-tasks-"))
     cells = []
     for name in args.models:
         model = hallmark.load(name, n_ctx=4096, max_sequences=8, show_progress=False)
-        for task, label, path in SETS:
+        for task, label, path in [entry for entry in SETS if entry[0] in args.tasks]:
             limit = {
                 "translation": args.n_translation,
                 "summarization": args.n_summarization,
                 "qa": args.n_qa,
             }[task]
-            for style in ("naive", chosen_style(task, model)):
+            styles = {"naive": "naive", "chosen": chosen_style(task, model)}
+            for style in [styles[s] for s in ("naive", "chosen") if s in args.styles]:
                 print(f"{name} {label} {style} ...", file=sys.stderr, flush=True)
                 s = evaluate(
                     task, path, model, limit, style, out_dir / f"{name}-{label}-{style}".replace(" ", "_")
                 )
                 cells.append({"model": name, "set": label, **s})
         model.close()
+    cells = merge(cells)
     RESULTS.mkdir(exist_ok=True)
     res = {"benchmark": "tasks", "date": time.strftime("%Y-%m-%d"), "decoding": "greedy", "cells": cells}
     (RESULTS / "tasks.json").write_text(json.dumps(res, indent=2) + "\n")
     table = markdown(cells)
     (RESULTS / "tasks.md").write_text(table)
     print(table)
+
+
+def merge(new: list[dict]) -> list[dict]:
+    """The cells just run, in place of the same (model, set, style) cells of the last full run."""
+    path = RESULTS / "tasks.json"
+    old = json.loads(path.read_text())["cells"] if path.exists() else []
+    fresh = {(c["model"], c["set"], c["style"]): c for c in new}
+    kept = [fresh.pop((c["model"], c["set"], c["style"]), c) for c in old]
+    return kept + list(fresh.values())
 
 
 def markdown(cells: list[dict]) -> str:

@@ -8,16 +8,19 @@ from pathlib import Path
 import pytest
 
 import hallmark
+from hallmark.engine.sampling import SamplingParams
 from hallmark.tasks import UnknownLanguageError, answer, metrics, summarize, translate
 from hallmark.tasks.evaluate import EvalDataError, evaluate, load_examples
 from hallmark.tasks.languages import language_code
 from hallmark.tasks.prompts import (
+    SUMMARY_SHOTS,
+    TaskPrompt,
     first_sentences,
     qa_prompt,
     summary_prompt,
     translation_prompt,
 )
-from hallmark.tasks.runner import pack
+from hallmark.tasks.runner import pack, run_prompts
 from tests.conftest import run_cli
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -97,6 +100,30 @@ def test_naive_prompts_have_no_examples_and_no_cleanup():
     p = translation_prompt("Good night.", "en", "fr", "naive")
     assert p.stop == () and "English:" not in (p.text or "")
     assert p.clean("  Bonne nuit.\nEnglish: more ") == "Bonne nuit.\nEnglish: more"
+
+
+def test_fewshot_summary_rejects_a_copied_example_and_falls_back_to_zero_shot():
+    # gemma-3-270m copied the example's summary for 49 of 300 xsum documents and ended the line at
+    # once for 19 (bench/tasks.py, before this check).
+    p = summary_prompt("The mayor opened a new bridge over the river on Friday.", "fewshot-1")
+    example = SUMMARY_SHOTS[0]["summary"]
+    assert not p.usable(example)
+    assert not p.usable(example.replace("4,000", "5,000").replace("town's", "city's"))
+    assert not p.usable("")
+    assert p.usable("The mayor has opened a new bridge over the river.")
+    assert p.fallback is not None and "Summarize the following text" in (p.fallback.text or "")
+    assert "Article:" not in (p.fallback.text or "")  # zero-shot: no example to copy
+    assert p.fallback.clean("Summary: One. Two. Three.") == "One."  # with the same clean-up
+
+
+def test_run_prompts_replaces_unusable_output_with_the_fallbacks(smollm2):
+    fallback = TaskPrompt(text="The capital of France is", clean=lambda out: "fallback:" + out.strip())
+    rejected = TaskPrompt(text="One, two, three,", usable=lambda out: False, fallback=fallback)
+    accepted = TaskPrompt(text="One, two, three,", fallback=fallback)  # non-empty output is usable
+    params = SamplingParams(temperature=0)
+    (text_r, gen_r), (text_a, _) = run_prompts(smollm2, [rejected, accepted], params, [4, 4])
+    assert text_r.startswith("fallback:") and text_r == "fallback:" + gen_r.text.strip()
+    assert not text_a.startswith("fallback:")
 
 
 def test_pack_groups_sentences_and_never_drops_text():

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from difflib import SequenceMatcher
 from typing import Any
 
 from hallmark.tasks.languages import language_name
@@ -135,6 +136,16 @@ class TaskPrompt:
     messages: Messages | None = None  # ... or chat messages (instruct models)
     stop: tuple[str, ...] = ()
     clean: Callable[[str], str] = field(default=lambda s: s.strip())
+    # A few-shot prompt can fail where a zero-shot one does not: a small base model sometimes copies
+    # an example's answer or ends the line at once. A cleaned output that `usable` rejects is
+    # replaced by the output of `fallback`, the zero-shot prompt with the same clean-up.
+    usable: Callable[[str], bool] = field(default=lambda s: bool(s.strip()))
+    fallback: TaskPrompt | None = None
+
+
+def echoes(output: str, example: str) -> bool:
+    """Whether `output` is (nearly) a copy of a few-shot example's answer rather than a new one."""
+    return SequenceMatcher(None, output.lower(), example.lower()).ratio() >= 0.6
 
 
 def model_kind(model: Any) -> str:
@@ -224,11 +235,12 @@ def summary_prompt(document: str, style: str, sentences: int = 1) -> TaskPrompt:
     def clean(out: str) -> str:
         return first_sentences(strip_label(out.strip(), ("Summary", "TL;DR")), sentences)
 
+    instruction = f"Summarize the following text:\n\n{document}"
+    zero_shot = TaskPrompt(
+        text=instruction + "\n\nSummary:", messages=[{"role": "user", "content": instruction}]
+    )
     if style == "naive":
-        instruction = f"Summarize the following text:\n\n{document}"
-        return TaskPrompt(
-            text=instruction + "\n\nSummary:", messages=[{"role": "user", "content": instruction}]
-        )
+        return zero_shot
     if style == "tldr":
         return TaskPrompt(text=f"{document}\n\nTL;DR:", stop=("\n",), clean=clean)
     if style == "fewshot-1":
@@ -237,7 +249,13 @@ def summary_prompt(document: str, style: str, sentences: int = 1) -> TaskPrompt:
             f"Article: {shot['document']}\nSummary in one sentence: {shot['summary']}\n\n"
             f"Article: {document}\nSummary in {unit}:"
         )
-        return TaskPrompt(text=text, stop=("\n",), clean=clean)
+        return TaskPrompt(
+            text=text,
+            stop=("\n",),
+            clean=clean,
+            usable=lambda out: bool(out) and not echoes(out, shot["summary"]),
+            fallback=TaskPrompt(text=zero_shot.text, messages=zero_shot.messages, clean=clean),
+        )
     if style == "chat":
         instruction = f"Summarize the following article in {unit}. Reply with the summary only.\n\n{document}"
         return TaskPrompt(messages=[{"role": "user", "content": instruction}], clean=clean)
@@ -254,21 +272,20 @@ def _clean_answer(out: str) -> str:
 
 
 def qa_prompt(question: str, context: str | None, style: str) -> TaskPrompt:
+    instruction = f"{context}\n\nQuestion: {question}" if context else question
     if style == "naive":
-        instruction = f"{context}\n\nQuestion: {question}" if context else question
         return TaskPrompt(text=instruction + "\nAnswer:", messages=[{"role": "user", "content": instruction}])
     k = _shots(style)
     if style.startswith("fewshot"):
         if context is None:
             shots = [f"Question: {s['question']}\nAnswer: {s['answer']}\n" for s in OPEN_QA_SHOTS[:k]]
-            return TaskPrompt(
-                text="\n".join([*shots, f"Question: {question}\nAnswer:"]), stop=("\n",), clean=_clean_answer
-            )
-        shots = [
-            f"Context: {s['context']}\nQuestion: {s['question']}\nAnswer: {s['answer']}\n"
-            for s in QA_SHOTS[:k]
-        ]
-        final = f"Context: {context}\nQuestion: {question}\nAnswer:"
+            final = f"Question: {question}\nAnswer:"
+        else:
+            shots = [
+                f"Context: {s['context']}\nQuestion: {s['question']}\nAnswer: {s['answer']}\n"
+                for s in QA_SHOTS[:k]
+            ]
+            final = f"Context: {context}\nQuestion: {question}\nAnswer:"
         return TaskPrompt(text="\n".join([*shots, final]), stop=("\n",), clean=_clean_answer)
     if style.startswith("chat"):
         if context is None:  # an open question: the instruct model answers in its own words

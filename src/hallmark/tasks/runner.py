@@ -122,7 +122,18 @@ def run_prompts(
         for i, result in model.generate_requests(requests):
             out[i] = (prompts[i].clean(result.text), result)
             bar.update(1)
-    return [o for o in out if o is not None]
+    done = [o for o in out if o is not None]
+    retry = [
+        i
+        for i, (text, _) in enumerate(done)
+        if prompts[i].fallback is not None and not prompts[i].usable(text)
+    ]
+    if retry:  # the zero-shot prompt, for outputs the few-shot prompt got wrong (see TaskPrompt)
+        fallbacks = [prompts[i].fallback for i in retry]
+        again = run_prompts(model, fallbacks, params, [max_tokens[i] for i in retry])
+        for i, redo in zip(retry, again, strict=True):
+            done[i] = redo
+    return done
 
 
 def pack(pieces: Sequence[str], fits_in_one: Any, joiner: str = " ") -> list[str]:
