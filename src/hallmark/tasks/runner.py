@@ -130,7 +130,8 @@ def run_prompts(
     ]
     if retry:  # the zero-shot prompt, for outputs the few-shot prompt got wrong (see TaskPrompt)
         fallbacks = [prompts[i].fallback for i in retry]
-        again = run_prompts(model, fallbacks, params, [max_tokens[i] for i in retry])
+        label = f"{progress}, zero-shot retries" if progress else None
+        again = run_prompts(model, fallbacks, params, [max_tokens[i] for i in retry], label)
         for i, redo in zip(retry, again, strict=True):
             done[i] = redo
     return done
