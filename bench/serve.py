@@ -256,10 +256,15 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) * 1e3 if values else float("nan")
 
 
+def tokens_per_s(results: list[dict], wall: float, out_tokens: int) -> float:
+    """Output tokens/s of one level's run: every successful request made exactly `out_tokens`."""
+    return sum("error" not in r for r in results) * out_tokens / wall
+
+
 def summarize(rounds: list[tuple[list[dict], float]], out_tokens: int) -> dict:
     """One cell from its rounds: tokens/s is the median round's; latencies pool every request."""
     ok = [r for results, _ in rounds for r in results if "error" not in r]
-    per_round = [sum("error" not in r for r in results) * out_tokens / wall for results, wall in rounds]
+    per_round = [tokens_per_s(results, wall, out_tokens) for results, wall in rounds]
     ttft = [r["ttft"] for r in ok]
     tpot = [(r["e2e"] - r["ttft"]) / max(1, out_tokens - 1) for r in ok]
     itl = [x for r in ok for x in r["itl"]]
@@ -292,8 +297,9 @@ def run_server(kind: str, model_path: Path, args: argparse.Namespace, body: dict
             n = max(args.min_requests, 2 * c)
             t0 = time.perf_counter()
             res = asyncio.run(run_level(url, c, n, body))
-            levels[str(c)] = (res, time.perf_counter() - t0)
-            tps = sum("error" not in r for r in res) * body["max_tokens"] / levels[str(c)][1]
+            wall = time.perf_counter() - t0
+            levels[str(c)] = (res, wall)
+            tps = tokens_per_s(res, wall, body["max_tokens"])
             print(f"{kind} c={c}: {tps:.1f} output tok/s", file=sys.stderr, flush=True)
         return levels
     finally:

@@ -133,16 +133,14 @@ def summarize(
     params = task_params(params, sampling)
     docs = [t.strip() for t in texts]
     results: list[TaskResult | None] = [None] * len(docs)
-    short = [
-        i
-        for i, d in enumerate(docs)
-        if fits(m, summary_prompt(d, style, sentences), summary_max_tokens(sentences))
-    ]
+    prompts = [summary_prompt(d, style, sentences) for d in docs]
+    limit = summary_max_tokens(sentences)
+    short = [i for i, prompt in enumerate(prompts) if fits(m, prompt, limit)]
     outs = run_prompts(
         m,
-        [summary_prompt(docs[i], style, sentences) for i in short],
+        [prompts[i] for i in short],
         params,
-        [summary_max_tokens(sentences)] * len(short),
+        [limit] * len(short),
         progress="summarizing" if progress else None,
     )
     for i, (out, gen) in zip(short, outs, strict=True):

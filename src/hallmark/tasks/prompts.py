@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from difflib import SequenceMatcher
 from typing import Any
 
@@ -254,7 +254,7 @@ def summary_prompt(document: str, style: str, sentences: int = 1) -> TaskPrompt:
             stop=("\n",),
             clean=clean,
             usable=lambda out: bool(out) and not echoes(out, shot["summary"]),
-            fallback=TaskPrompt(text=zero_shot.text, messages=zero_shot.messages, clean=clean),
+            fallback=replace(zero_shot, clean=clean),
         )
     if style == "chat":
         instruction = f"Summarize the following article in {unit}. Reply with the summary only.\n\n{document}"
