@@ -18,6 +18,7 @@ from tests.server_process import start_server
 MODEL = "smollm2-135m-instruct"
 API_KEY = "test-key-123"
 SLOTS = 4
+SMOLLM2_EOG_TOKENS = (0, 2, 4)  # <|endoftext|>, <|im_end|>, <reponame>: what llama.cpp marks end-of-generation
 
 
 @pytest.fixture(scope="module")
@@ -383,6 +384,9 @@ def test_two_models_at_once_and_graceful_shutdown_finishes_in_flight_streams(tmp
             "max_tokens": 60,
             "temperature": 1.0,
             "stream": True,
+            # SmolLM2's end-of-generation tokens are banned so the stream always runs to max_tokens:
+            # the log must then hold all 60 tokens, not however many came before SIGTERM.
+            "logit_bias": {str(t): -100 for t in SMOLLM2_EOG_TOKENS},
         }
         with (
             httpx.Client(base_url=srv.url, timeout=60) as http,
@@ -393,6 +397,9 @@ def test_two_models_at_once_and_graceful_shutdown_finishes_in_flight_streams(tmp
             srv.proc.send_signal(signal.SIGTERM)
             rest = [line for line in lines if line]
         assert rest[-1] == "data: [DONE]"
+        streamed = "".join(
+            c["choices"][0]["text"] for c in (json.loads(line[6:]) for line in rest[:-1]) if c["choices"]
+        )
         # uvicorn re-raises the signal once it has shut down cleanly, so "exited by SIGTERM" is success.
         assert srv.proc.wait(30) in (0, -signal.SIGTERM)
     finally:
@@ -400,7 +407,7 @@ def test_two_models_at_once_and_graceful_shutdown_finishes_in_flight_streams(tmp
     out = run_cli("logs", "--log-db", str(tmp_path / "logs.db"), "--json")
     rows = json.loads(out.stdout)
     assert [r["status"] for r in rows] == ["completed"] * 3
-    assert rows[0]["completion_tokens"] == 60 and rows[0]["output"]  # the stream, whole
+    assert rows[0]["completion_tokens"] == 60 and rows[0]["output"].endswith(streamed)  # the stream, whole
 
 
 def test_cli_refuses_bad_server_setups_in_one_line(tmp_path):
