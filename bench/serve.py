@@ -252,6 +252,12 @@ async def run_level(url: str, concurrency: int, n_requests: int, body: dict) -> 
         return out
 
 
+def requests_per_level(concurrency: int, min_requests: int) -> int:
+    """Four waves of requests at least: with fewer, the ramp at the start and the stragglers at the
+    end (a batch that is not full) weigh on tokens/s more than the steady state being measured."""
+    return max(min_requests, 4 * concurrency)
+
+
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) * 1e3 if values else float("nan")
 
@@ -294,7 +300,7 @@ def run_server(kind: str, model_path: Path, args: argparse.Namespace, body: dict
         asyncio.run(run_level(url, 1, 2, body))  # warm up
         levels = {}
         for c in args.concurrency:
-            n = max(args.min_requests, 2 * c)
+            n = requests_per_level(c, args.min_requests)
             t0 = time.perf_counter()
             res = asyncio.run(run_level(url, c, n, body))
             wall = time.perf_counter() - t0
@@ -356,11 +362,17 @@ def soak(model_path: Path, args: argparse.Namespace, body: dict) -> dict:
         stop(proc)
 
 
+def _rounds(res: dict, kind: str, c: str) -> str:
+    by_round = res.get("ratios_by_round", {}).get(kind, {}).get(c)
+    return f" (rounds {' / '.join(f'{r:.2f}' for r in by_round)})" if by_round else ""
+
+
 def markdown(res: dict) -> str:
     lines = [
         f"Model {res['model']}, {res['slots']} slots, prompt {res['prompt_tokens']} tokens, "
         f"{res['output_tokens']} output tokens, {res['threads']} threads; {res.get('rounds', 1)} rounds with "
-        "the servers interleaved: output tok/s is the median round, latencies pool all requests.",
+        f"the servers interleaved, {res.get('min_requests', 16)} requests per level and round (at least 4 x "
+        "concurrency): output tok/s is the median round, latencies pool all requests.",
         "",
         "| server | concurrency | output tok/s | TTFT p50 / p99 (ms) | TPOT p50 / p99 (ms) "
         "| ITL p50 / p99 (ms) |",
@@ -383,7 +395,7 @@ def markdown(res: dict) -> str:
         for c in res["servers"]["hallmark"]:
             lines.append(
                 f"| concurrency {c} | "
-                + " | ".join(f"{res['ratios'][k][c]:.2f}x" for k in res["ratios"])
+                + " | ".join(f"{res['ratios'][k][c]:.2f}x{_rounds(res, k, c)}" for k in res["ratios"])
                 + " |"
             )
     if res.get("soak"):
@@ -405,7 +417,9 @@ def main() -> None:
     ap.add_argument("--ctx", type=int, default=1024, help="context per slot")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--output-tokens", type=int, default=64)
-    ap.add_argument("--min-requests", type=int, default=16, help="requests per level and round")
+    ap.add_argument(
+        "--min-requests", type=int, default=24, help="requests per level and round (at least 4 x concurrency)"
+    )
     ap.add_argument("--rounds", type=int, default=3, help="passes over all servers; the median counts")
     ap.add_argument("--soak", type=int, default=500, help="soak requests (0 = skip)")
     ap.add_argument("--no-soak", action="store_const", const=0, dest="soak")
@@ -438,11 +452,28 @@ def main() -> None:
         "servers": {},
     }
     res["rounds"] = args.rounds
+    res["min_requests"] = args.min_requests
     res["servers"] = bench_servers(model_path, args, body)
     if "hallmark" in res["servers"]:
         res["ratios"] = {
             kind: {
                 c: res["servers"]["hallmark"][c]["output_tokens_per_s"] / levels[c]["output_tokens_per_s"]
+                for c in levels
+            }
+            for kind, levels in res["servers"].items()
+            if kind != "hallmark"
+        }
+        # Servers in one round ran back to back, so each round's ratio is a paired comparison.
+        res["ratios_by_round"] = {
+            kind: {
+                c: [
+                    round(h / k, 3)
+                    for h, k in zip(
+                        res["servers"]["hallmark"][c]["output_tokens_per_s_rounds"],
+                        levels[c]["output_tokens_per_s_rounds"],
+                        strict=True,
+                    )
+                ]
                 for c in levels
             }
             for kind, levels in res["servers"].items()
