@@ -4,6 +4,9 @@ must equal those of the same request run alone."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 from hallmark.engine.request import Request
 from hallmark.engine.sampling import SamplingParams
 from hallmark.engine.scheduler import QueueFullError, Scheduler
@@ -90,3 +93,52 @@ def test_prefix_reuse_skips_the_shared_prompt_and_keeps_the_answer(smollm2):
     sched.abort_all()
     for slot in (0, 1):
         smollm2.backend.free(slot)
+
+
+def _burst(sched: Scheduler, prompts: list[list[int]], gap: float) -> threading.Thread:
+    """Submit the first prompt now and the others from another thread, `gap` seconds apart."""
+
+    def arrive() -> None:
+        for p in prompts[1:]:
+            time.sleep(gap)
+            sched.submit(Request(p, GREEDY))
+
+    sched.submit(Request(prompts[0], GREEDY))
+    thread = threading.Thread(target=arrive)
+    thread.start()
+    return thread
+
+
+def test_a_burst_of_arrivals_is_admitted_in_one_step(smollm2):
+    prompts = [smollm2.tokenize(t) for t in ("Rivers are", "Mountains are", "Oceans are")]
+    # Without settling, the first step admits only what has arrived: the first request.
+    eager = Scheduler(smollm2.backend, smollm2.name, slots=[0, 1, 2])
+    thread = _burst(eager, prompts, gap=0.03)
+    eager.step()
+    assert eager.n_running == 1
+    thread.join()
+    eager.abort_all()
+
+    settled = Scheduler(smollm2.backend, smollm2.name, slots=[0, 1, 2])
+    thread = _burst(settled, prompts, gap=0.03)
+    t0 = time.monotonic()
+    settled.settle_arrivals(quiet=0.5, limit=10.0)
+    waited = time.monotonic() - t0
+    thread.join()
+    settled.step()
+    assert settled.n_running == 3 and settled.n_waiting == 0
+    assert waited < 0.5  # the third arrival filled the free slots: no quiet period to wait out
+    settled.abort_all()
+    assert smollm2.backend.sequence_length(0) == 0
+
+
+def test_settling_waits_out_the_quiet_period_but_never_past_the_limit(smollm2):
+    sched = Scheduler(smollm2.backend, smollm2.name, slots=[0, 1])
+    sched.submit(Request(smollm2.tokenize("Hello"), GREEDY))
+    t0 = time.monotonic()
+    sched.settle_arrivals(quiet=0.2, limit=0.05)
+    assert time.monotonic() - t0 < 0.2  # the limit cut the wait short
+    sched.settle_arrivals(quiet=0.0, limit=1.0)  # quiet 0: returns at once
+    sched.step()
+    assert sched.n_running == 1
+    sched.abort_all()

@@ -18,7 +18,7 @@ from tests.server_process import start_server
 MODEL = "smollm2-135m-instruct"
 API_KEY = "test-key-123"
 SLOTS = 4
-SMOLLM2_EOG_TOKENS = (0, 2, 4)  # <|endoftext|>, <|im_end|>, <reponame>: what llama.cpp marks end-of-generation
+SMOLLM2_EOG_TOKENS = (0, 2, 4)  # <|endoftext|>, <|im_end|>, <reponame>: llama.cpp's end-of-generation set
 
 
 @pytest.fixture(scope="module")

@@ -70,6 +70,14 @@ def _read_key_file(path: str) -> list[str]:
     show_default=True,
     help="Most prompt tokens prefilled per step (keeps other streams flowing).",
 )
+@_opt(
+    "--batch-wait",
+    type=click.FloatRange(0, 1000),
+    default=5.0,
+    show_default=True,
+    metavar="MS",
+    help="Admit a burst of requests together: wait until none has arrived for MS (at most 5x MS); 0 = off.",
+)
 @_opt("--no-prefix-cache", is_flag=True, help="Re-evaluate every prompt in full (no KV-cache reuse).")
 @_opt("--threads", type=click.IntRange(min=1), default=None, help="CPU threads [default: all].")
 @_opt("--gpu-layers", type=int, default=0, show_default=True, help="Layers to offload to a GPU; -1 = all.")
@@ -133,6 +141,7 @@ def serve(
         max_waiting=options["max_queue"],
         prefill_chunk=options["prefill_chunk"],
         prefix_cache=not options["no_prefix_cache"],
+        batch_wait_ms=options["batch_wait"],
         n_threads=options["threads"],
         n_gpu_layers=options["gpu_layers"],
         metrics=options["metrics"],

@@ -86,6 +86,7 @@ class Scheduler:
         self._waiting: deque[Submission] = deque()
         self._running: list[_Running] = []
         self._lock = threading.Lock()
+        self._last_submit = 0.0  # time.monotonic() of the latest submission
         self.wakeup = threading.Event()  # set when there is work; the engine thread waits on it
 
     # -- any thread -----------------------------------------------------------------------------
@@ -99,6 +100,7 @@ class Scheduler:
                     f"for {self.n_slots} sequence slots; retry shortly"
                 )
             self._waiting.append(sub)
+            self._last_submit = time.monotonic()
         self.wakeup.set()
         return sub
 
@@ -120,6 +122,23 @@ class Scheduler:
         return not self._waiting and not self._running
 
     # -- the stepping thread --------------------------------------------------------------------
+    def settle_arrivals(self, quiet: float, limit: float) -> None:
+        """Before admitting, wait while requests keep arriving less than `quiet` seconds apart
+        (at most `limit` seconds, and only while they all fit in the free slots).
+
+        Clients often send requests together. Admitted the moment the first one lands, that one is
+        prefilled alone and the rest a step later; waiting a moment lets them prefill in one step and
+        decode in lockstep, so they also finish together and the next burst lines up again.
+        """
+        deadline = time.monotonic() + limit
+        while 0 < len(self._waiting) < len(self.free_slots):
+            now = time.monotonic()
+            since = now - self._last_submit
+            if since >= quiet or now >= deadline:
+                return
+            self.wakeup.clear()
+            self.wakeup.wait(min(quiet - since, deadline - now))
+
     def step(self) -> list[tuple[Submission, StreamChunk]]:
         """Run one decode step; return the chunks it produced, in submission order."""
         self._drop_cancelled()

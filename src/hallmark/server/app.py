@@ -45,6 +45,7 @@ class ServerConfig:
     max_waiting: int = 64  # sequences queued for a slot before new requests get 503
     prefill_chunk: int = 512  # most prompt tokens prefilled per step, so decoding never stalls long
     prefix_cache: bool = True  # reuse a slot's KV cache for a prompt that starts the same way
+    batch_wait_ms: float = 5.0  # quiet time that ends a burst of arrivals, so it prefills together
     n_threads: int | None = None
     n_gpu_layers: int = 0
     metrics: bool = False
@@ -77,7 +78,7 @@ def load_state(config: ServerConfig) -> ServerState:
         if config.watermark is not None:
             _ = model.watermark  # create or load the key now, not during the first request
         engines[model.name] = ModelEngine(
-            model, config.max_waiting, config.prefill_chunk, config.prefix_cache
+            model, config.max_waiting, config.prefill_chunk, config.prefix_cache, config.batch_wait_ms / 1e3
         )
         for entry in CATALOG:
             if entry.name == model.name:

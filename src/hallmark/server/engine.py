@@ -87,8 +87,16 @@ class SequenceGroup:
 
 
 class ModelEngine:
-    def __init__(self, model: Model, max_waiting: int, token_budget: int, reuse_prefixes: bool = True):
+    def __init__(
+        self,
+        model: Model,
+        max_waiting: int,
+        token_budget: int,
+        reuse_prefixes: bool = True,
+        batch_wait: float = 0.005,
+    ):
         self.model = model
+        self.batch_wait = batch_wait  # seconds of quiet that end a burst of arrivals (0 = admit at once)
         self.scheduler = Scheduler(
             model.backend,
             model.name,
@@ -131,6 +139,8 @@ class ModelEngine:
                 sched.wakeup.wait(0.5)
                 sched.wakeup.clear()
                 continue
+            if self.batch_wait > 0:
+                sched.settle_arrivals(self.batch_wait, 5 * self.batch_wait)
             try:
                 events = sched.step()
             except StepError as e:  # the step's sequences were released; tell their handlers
