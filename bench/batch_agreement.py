@@ -7,8 +7,10 @@ measures how often that happens: each prompt is decoded alone, then all of them 
 8 sequence slots (the server's scheduler), greedy, with a fixed output length.
 
 Prompts are the first sentence of XSum documents from ../shared/data (real news text).
-Reported per model: the share of outputs identical to their solo run, and the share of output
-tokens before the first difference.
+Reported per model: the share of outputs identical to their solo run, the share of output
+tokens before the first difference, and, as a measure of how much llama.cpp's kernels depend on
+the number of tokens they are given, the largest gap between the log-probabilities of the solo
+outputs as decoded (one token per call) and as re-evaluated in one prefill pass.
 
     python bench/batch_agreement.py                    # both shipped models, 64 prompts
     python bench/batch_agreement.py --models smollm2-135m-instruct --prompts 16
@@ -22,6 +24,8 @@ import argparse
 import json
 import time
 from pathlib import Path
+
+import numpy as np
 
 RESULTS = Path(__file__).parent / "results"
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -40,10 +44,17 @@ def agreement(model_name: str, texts: list[str], max_tokens: int, slots: int) ->
     model = hallmark.load(model_name, n_ctx=512, max_sequences=slots, show_progress=False)
     try:
         params = dict(temperature=0, max_tokens=max_tokens, ignore_eos=True)
-        alone = [model.generate(t, **params).token_ids for t in texts]
+        solo = [model.generate(t, logprobs=0, **params) for t in texts]
         together = [r.token_ids for r in model.generate_batch(texts, **params)]
+        gaps = []
+        for text, r in zip(texts, solo, strict=True):
+            decoded = np.array([lp.logprob for lp in r.logprobs or []])
+            prefilled = model.token_logprobs(model.tokenize(text) + r.token_ids)[-len(decoded) :]
+            gaps.append(np.abs(decoded - prefilled))
     finally:
         model.close()
+    alone = [r.token_ids for r in solo]
+    gap = np.concatenate(gaps)
     same_prefix = [_common_prefix(a, b) for a, b in zip(alone, together, strict=True)]
     diverged = [n for n, a in zip(same_prefix, alone, strict=True) if n < len(a)]
     return {
@@ -55,6 +66,8 @@ def agreement(model_name: str, texts: list[str], max_tokens: int, slots: int) ->
         "tokens_before_first_difference": sum(same_prefix),
         "tokens_total": sum(len(a) for a in alone),
         "first_difference_at": sorted(diverged),
+        "decode_vs_prefill_logprob_gap_max": float(gap.max()),
+        "decode_vs_prefill_logprob_gap_mean": float(gap.mean()),
     }
 
 
@@ -69,15 +82,18 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| model | prompts | identical to the solo run | tokens before the first difference |",
-        "|---|---:|---:|---:|",
+        "| model | prompts | identical to the solo run | tokens before the first difference "
+        "| logprob gap, decode vs prefill: max / mean (nats) |",
+        "|---|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['model']} | {r['prompts']} x {r['output_tokens']} tokens "
             f"| {r['identical_outputs']} / {r['prompts']} "
             f"({100 * r['identical_outputs'] / r['prompts']:.0f}%) "
-            f"| {100 * r['tokens_before_first_difference'] / r['tokens_total']:.1f}% |"
+            f"| {100 * r['tokens_before_first_difference'] / r['tokens_total']:.1f}% "
+            f"| {r['decode_vs_prefill_logprob_gap_max']:.2g} "
+            f"/ {r['decode_vs_prefill_logprob_gap_mean']:.2g} |"
         )
     return "\n".join(lines) + "\n"
 
