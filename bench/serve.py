@@ -12,7 +12,7 @@ hallmark runs with its watermark on, as it ships.
 llama-server is built by this script from the llama.cpp sources vendored in the
 llama-cpp-python sdist (`pip download --no-binary`), into ~/.cache/hallmark-bench; never committed.
 
-    python bench/serve.py                      # everything (about 15 minutes on 2 cores)
+    python bench/serve.py                      # everything (about 25 minutes on 2 cores)
     python bench/serve.py --servers hallmark --no-soak
 
 Writes bench/results/serve.json and bench/results/serve.md.
