@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from hallmark.engine.results import GenerationResult
+from hallmark.engine.scheduler import common_prefix
 
 RESULTS = Path(__file__).parent / "results"
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -51,7 +52,7 @@ def agreement(model_name: str, texts: list[str], max_tokens: int, slots: int) ->
     finally:
         model.close()
     alone = [r.token_ids for r in solo]
-    same_prefix = [_common_prefix(a.token_ids, b.token_ids) for a, b in zip(solo, batched, strict=True)]
+    same_prefix = [common_prefix(a.token_ids, b.token_ids) for a, b in zip(solo, batched, strict=True)]
     diverged = [n for n, a in zip(same_prefix, alone, strict=True) if n < len(a)]
     pairs = zip(solo, batched, same_prefix, strict=True)
     gap = np.concatenate([np.abs(_logprobs(a)[:n] - _logprobs(b)[:n]) for a, b, n in pairs])
@@ -71,15 +72,6 @@ def agreement(model_name: str, texts: list[str], max_tokens: int, slots: int) ->
 
 def _logprobs(result: GenerationResult) -> np.ndarray:
     return np.array([lp.logprob for lp in result.logprobs or []])
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def markdown(rows: list[dict]) -> str:

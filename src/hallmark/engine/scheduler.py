@@ -222,7 +222,7 @@ class Scheduler:
         best, best_len = self.free_slots[-1], 0
         if self.reuse_prefixes:
             for slot in self.free_slots:
-                n = _common_prefix(self.slot_tokens.get(slot, ()), prompt)
+                n = common_prefix(self.slot_tokens.get(slot, ()), prompt)
                 if n > best_len:
                     best, best_len = slot, n
         self.free_slots.remove(best)
@@ -245,7 +245,8 @@ class Scheduler:
         self.free_slots.insert(0, slot)  # least recently used first: reuse favours other slots
 
 
-def _common_prefix(a: Iterable[int], b: list[int]) -> int:
+def common_prefix(a: Iterable[int], b: Iterable[int]) -> int:
+    """How many leading items a and b share."""
     n = 0
     for x, y in zip(a, b, strict=False):
         if x != y:
