@@ -113,14 +113,14 @@ def test_a_burst_of_arrivals_is_admitted_in_one_step(smollm2):
     prompts = [smollm2.tokenize(t) for t in ("Rivers are", "Mountains are", "Oceans are")]
     # Without settling, the first step admits only what has arrived: the first request.
     eager = Scheduler(smollm2.backend, smollm2.name, slots=[0, 1, 2])
-    thread = _burst(eager, prompts, gap=0.03)
+    thread = _burst(eager, prompts, gap=0.1)
     eager.step()
     assert eager.n_running == 1
     thread.join()
     eager.abort_all()
 
     settled = Scheduler(smollm2.backend, smollm2.name, slots=[0, 1, 2])
-    thread = _burst(settled, prompts, gap=0.03)
+    thread = _burst(settled, prompts, gap=0.1)
     t0 = time.monotonic()
     settled.settle_arrivals(quiet=0.5, limit=10.0)
     waited = time.monotonic() - t0
