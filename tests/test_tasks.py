@@ -116,6 +116,16 @@ def test_fewshot_summary_rejects_a_copied_example_and_falls_back_to_zero_shot():
     assert p.fallback.clean("Summary: One. Two. Three.") == "One."  # with the same clean-up
 
 
+def test_fewshot_qa_falls_back_to_the_plain_question_on_an_empty_answer():
+    # The few-shot QA prompt left 2 of 300 squad answers empty on gemma-3-270m, 1 on SmolLM2.
+    p = qa_prompt("Who went home?", "Marie went home.", "fewshot-1")
+    assert not p.usable("") and p.usable("Marie")
+    assert p.fallback is not None and p.fallback.stop == ("\n",)
+    assert p.fallback.text == "Marie went home.\n\nQuestion: Who went home?\nAnswer:"
+    assert p.fallback.clean(" Marie.\nQuestion: more") == "Marie"  # the same clean-up
+    assert qa_prompt("Who?", None, "fewshot-3").fallback.text == "Who?\nAnswer:"  # open questions too
+
+
 def test_run_prompts_replaces_unusable_output_with_the_fallbacks(smollm2):
     fallback = TaskPrompt(text="The capital of France is", clean=lambda out: "fallback:" + out.strip())
     rejected = TaskPrompt(text="One, two, three,", usable=lambda out: False, fallback=fallback)

@@ -286,7 +286,16 @@ def qa_prompt(question: str, context: str | None, style: str) -> TaskPrompt:
                 for s in QA_SHOTS[:k]
             ]
             final = f"Context: {context}\nQuestion: {question}\nAnswer:"
-        return TaskPrompt(text="\n".join([*shots, final]), stop=("\n",), clean=_clean_answer)
+        # A few-shot prompt now and then gets an empty line back; the zero-shot question then answers.
+        zero_shot = TaskPrompt(
+            text=instruction + "\nAnswer:",
+            messages=[{"role": "user", "content": instruction}],
+            stop=("\n",),
+            clean=_clean_answer,
+        )
+        return TaskPrompt(
+            text="\n".join([*shots, final]), stop=("\n",), clean=_clean_answer, fallback=zero_shot
+        )
     if style.startswith("chat"):
         if context is None:  # an open question: the instruct model answers in its own words
             return TaskPrompt(messages=[{"role": "user", "content": question}])
