@@ -455,29 +455,19 @@ def main() -> None:
     res["min_requests"] = args.min_requests
     res["servers"] = bench_servers(model_path, args, body)
     if "hallmark" in res["servers"]:
+        ours = res["servers"]["hallmark"]
+        peers = {kind: levels for kind, levels in res["servers"].items() if kind != "hallmark"}
+        tps, tps_rounds = "output_tokens_per_s", "output_tokens_per_s_rounds"
         res["ratios"] = {
-            kind: {
-                c: res["servers"]["hallmark"][c]["output_tokens_per_s"] / levels[c]["output_tokens_per_s"]
-                for c in levels
-            }
-            for kind, levels in res["servers"].items()
-            if kind != "hallmark"
+            kind: {c: ours[c][tps] / levels[c][tps] for c in levels} for kind, levels in peers.items()
         }
         # Servers in one round ran back to back, so each round's ratio is a paired comparison.
         res["ratios_by_round"] = {
             kind: {
-                c: [
-                    round(h / k, 3)
-                    for h, k in zip(
-                        res["servers"]["hallmark"][c]["output_tokens_per_s_rounds"],
-                        levels[c]["output_tokens_per_s_rounds"],
-                        strict=True,
-                    )
-                ]
+                c: [round(h / p, 3) for h, p in zip(ours[c][tps_rounds], levels[c][tps_rounds], strict=True)]
                 for c in levels
             }
-            for kind, levels in res["servers"].items()
-            if kind != "hallmark"
+            for kind, levels in peers.items()
         }
     if args.soak:
         res["soak"] = soak(model_path, args, body)

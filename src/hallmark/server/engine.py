@@ -92,8 +92,8 @@ class ModelEngine:
         model: Model,
         max_waiting: int,
         token_budget: int,
-        reuse_prefixes: bool = True,
-        batch_wait: float = 0.005,
+        reuse_prefixes: bool,
+        batch_wait: float,
     ):
         self.model = model
         self.batch_wait = batch_wait  # seconds of quiet that end a burst of arrivals (0 = admit at once)

@@ -273,8 +273,11 @@ def _clean_answer(out: str) -> str:
 
 def qa_prompt(question: str, context: str | None, style: str) -> TaskPrompt:
     instruction = f"{context}\n\nQuestion: {question}" if context else question
+    zero_shot = TaskPrompt(
+        text=instruction + "\nAnswer:", messages=[{"role": "user", "content": instruction}]
+    )
     if style == "naive":
-        return TaskPrompt(text=instruction + "\nAnswer:", messages=[{"role": "user", "content": instruction}])
+        return zero_shot
     k = _shots(style)
     if style.startswith("fewshot"):
         if context is None:
@@ -287,14 +290,11 @@ def qa_prompt(question: str, context: str | None, style: str) -> TaskPrompt:
             ]
             final = f"Context: {context}\nQuestion: {question}\nAnswer:"
         # A few-shot prompt now and then gets an empty line back; the zero-shot question then answers.
-        zero_shot = TaskPrompt(
-            text=instruction + "\nAnswer:",
-            messages=[{"role": "user", "content": instruction}],
+        return TaskPrompt(
+            text="\n".join([*shots, final]),
             stop=("\n",),
             clean=_clean_answer,
-        )
-        return TaskPrompt(
-            text="\n".join([*shots, final]), stop=("\n",), clean=_clean_answer, fallback=zero_shot
+            fallback=replace(zero_shot, stop=("\n",), clean=_clean_answer),
         )
     if style.startswith("chat"):
         if context is None:  # an open question: the instruct model answers in its own words
