@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from benchmark_tables import batch_agreement_table as markdown
 
 from hallmark.engine.results import GenerationResult
 from hallmark.engine.scheduler import common_prefix
@@ -72,23 +73,6 @@ def agreement(model_name: str, texts: list[str], max_tokens: int, slots: int) ->
 
 def _logprobs(result: GenerationResult) -> np.ndarray:
     return np.array([lp.logprob for lp in result.logprobs or []])
-
-
-def markdown(rows: list[dict]) -> str:
-    lines = [
-        "| model | prompts | identical to the solo run | tokens before the first difference "
-        "| logprob gap, batched vs alone: max / mean (nats) |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['model']} | {r['prompts']} x {r['output_tokens']} tokens "
-            f"| {r['identical_outputs']} / {r['prompts']} "
-            f"({100 * r['identical_outputs'] / r['prompts']:.0f}%) "
-            f"| {100 * r['tokens_before_first_difference'] / r['tokens_total']:.1f}% "
-            f"| {r['logprob_gap_max']:.2g} / {r['logprob_gap_mean']:.2g} |"
-        )
-    return "\n".join(lines) + "\n"
 
 
 def main() -> None:

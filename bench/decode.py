@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchmark_tables import decode_table as markdown
+
 RESULTS = Path(__file__).parent / "results"
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 N_DECODE = 128
@@ -223,56 +225,6 @@ def run_worker(name: str, model: str, threads: int, repeats: int) -> dict:
             else f"exit {proc.returncode}"
         }
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def markdown(results: dict) -> str:
-    lines = [
-        "| model | system | decode tok/s | prefill tok/s | load s | peak RSS MB |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
-    ratios = []
-    for model, systems in results["models"].items():
-        for name in ("hallmark", "llama_cpp_python", "transformers"):
-            r = systems.get(name)
-            if r is None:
-                continue
-            if "error" in r:
-                lines.append(f"| {model} | {name} | error: {r['error'][:60]} | | | |")
-                continue
-            lines.append(
-                f"| {model} | {name} | {r['decode_tps']:.1f} | {r['prefill_tps']:.0f} | "
-                f"{r['load_s']:.2f} | {r['peak_rss_mb']:.0f} |"
-            )
-        ratios.append((model, systems.get("ratios", {})))
-    lines += [
-        "",
-        "| model | hallmark / llama-cpp-python decode | hallmark / transformers decode | "
-        "hallmark / llama-cpp-python prefill | 8-seq aggregate / batch 1 |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for model, r in ratios:
-
-        def fmt(key: str, r: dict = r) -> str:
-            return f"{r[key]:.2f}x" if key in r else "n/a"
-
-        lines.append(
-            f"| {model} | {fmt('decode_vs_llama_cpp_python')} | {fmt('decode_vs_transformers')} | "
-            f"{fmt('prefill_vs_llama_cpp_python')} | {fmt('batch8_vs_batch1')} |"
-        )
-    lines += [
-        "",
-        "| model | " + " | ".join(f"{b} seq" for b in BATCH_SIZES) + " |",
-        "|---|" + "---:|" * len(BATCH_SIZES),
-    ]
-    for model, systems in results["models"].items():
-        batch = systems.get("hallmark_batch", {}).get("batch")
-        if batch:
-            lines.append(
-                f"| {model} (aggregate decode tok/s) | "
-                + " | ".join(f"{batch[str(b)]['aggregate_decode_tps']:.1f}" for b in BATCH_SIZES)
-                + " |"
-            )
-    return "\n".join(lines) + "\n"
 
 
 def main() -> None:

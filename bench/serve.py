@@ -36,6 +36,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from benchmark_tables import serve_table as markdown
 
 RESULTS = Path(__file__).parent / "results"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hallmark-bench"
@@ -360,52 +361,6 @@ def soak(model_path: Path, args: argparse.Namespace, body: dict) -> dict:
         }
     finally:
         stop(proc)
-
-
-def _rounds(res: dict, kind: str, c: str) -> str:
-    by_round = res.get("ratios_by_round", {}).get(kind, {}).get(c)
-    return f" (rounds {' / '.join(f'{r:.2f}' for r in by_round)})" if by_round else ""
-
-
-def markdown(res: dict) -> str:
-    lines = [
-        f"Model {res['model']}, {res['slots']} slots, prompt {res['prompt_tokens']} tokens, "
-        f"{res['output_tokens']} output tokens, {res['threads']} threads; {res.get('rounds', 1)} rounds with "
-        f"the servers interleaved, {res.get('min_requests', 16)} requests per level and round (at least 4 x "
-        "concurrency): output tok/s is the median round, latencies pool all requests.",
-        "",
-        "| server | concurrency | output tok/s | TTFT p50 / p99 (ms) | TPOT p50 / p99 (ms) "
-        "| ITL p50 / p99 (ms) |",
-        "|---|---:|---:|---|---|---|",
-    ]
-    for kind, levels in res["servers"].items():
-        for c, m in levels.items():
-            lines.append(
-                f"| {kind} | {c} | {m['output_tokens_per_s']:.1f} "
-                f"| {m['ttft_ms_p50']:.0f} / {m['ttft_ms_p99']:.0f} "
-                f"| {m['tpot_ms_p50']:.1f} / {m['tpot_ms_p99']:.1f} "
-                f"| {m['itl_ms_p50']:.1f} / {m['itl_ms_p99']:.1f} |"
-            )
-    if res.get("ratios"):
-        lines += [
-            "",
-            "| hallmark output tok/s vs | " + " | ".join(res["ratios"]) + " |",
-            "|---|" + "---:|" * len(res["ratios"]),
-        ]
-        for c in res["servers"]["hallmark"]:
-            lines.append(
-                f"| concurrency {c} | "
-                + " | ".join(f"{res['ratios'][k][c]:.2f}x{_rounds(res, k, c)}" for k in res["ratios"])
-                + " |"
-            )
-    if res.get("soak"):
-        s = res["soak"]
-        lines += [
-            "",
-            f"Soak (hallmark, mixed concurrency 1-16): {s['requests']} requests, {s['errors']} errors, "
-            f"RSS {s['rss_mb_start']} -> {s['rss_mb_end']} MB ({100 * s['rss_growth']:+.1f}%).",
-        ]
-    return "\n".join(lines) + "\n"
 
 
 def main() -> None:

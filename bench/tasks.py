@@ -20,6 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmark_tables import TASK_METRICS
+from benchmark_tables import tasks_table as markdown
+
 import hallmark
 from hallmark.tasks.evaluate import evaluate
 from hallmark.tasks.prompts import chosen_style
@@ -34,11 +37,6 @@ SETS = [
     ("summarization", "xsum dev300", DATA / "summarization" / "xsum.dev300.jsonl"),
     ("qa", "squad dev300", DATA / "qa" / "squad.dev300.jsonl"),
 ]
-SHOWN = {
-    "translation": ("bleu", "chrf"),
-    "summarization": ("rouge1", "rouge2", "rougeL"),
-    "qa": ("exact_match", "f1"),
-}
 
 
 def main() -> None:
@@ -47,7 +45,7 @@ def main() -> None:
     ap.add_argument("--n-summarization", type=int, default=300, help="xsum documents")
     ap.add_argument("--n-qa", type=int, default=300, help="squad questions")
     ap.add_argument("--models", nargs="+", default=list(MODELS))
-    ap.add_argument("--tasks", nargs="+", choices=sorted(SHOWN), default=sorted(SHOWN))
+    ap.add_argument("--tasks", nargs="+", choices=sorted(TASK_METRICS), default=sorted(TASK_METRICS))
     ap.add_argument(
         "--styles",
         nargs="+",
@@ -90,26 +88,6 @@ def merge(new: list[dict]) -> list[dict]:
     fresh = {(c["model"], c["set"], c["style"]): c for c in new}
     kept = [fresh.pop((c["model"], c["set"], c["style"]), c) for c in old]
     return kept + list(fresh.values())
-
-
-def markdown(cells: list[dict]) -> str:
-    lines = [
-        "| model | dev set | examples | naive zero-shot | chosen prompting | chosen style |",
-        "|---|---|---:|---|---|---|",
-    ]
-    by_key: dict[tuple[str, str], list[dict]] = {}
-    for c in cells:
-        by_key.setdefault((c["model"], c["set"]), []).append(c)
-    for (model, label), (naive, chosen) in by_key.items():
-        names = SHOWN[naive["task"]]
-
-        def fmt(c: dict, names: tuple[str, ...] = names) -> str:
-            return ", ".join(f"{n.replace('exact_match', 'EM')} {c['metrics'][n]:.1f}" for n in names)
-
-        lines.append(
-            f"| {model} | {label} | {naive['examples']} | {fmt(naive)} | {fmt(chosen)} | {chosen['style']} |"
-        )
-    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from benchmark_tables import watermark_table as markdown
 
 RESULTS = Path(__file__).parent / "results"
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -549,55 +550,6 @@ def stage_transformers(per_cell: int, n_tokens: int) -> dict:
         entry[str(temp)] = cell
         results["systems"][sys_name] = entry
     return results
-
-
-# -- report ----------------------------------------------------------------------------------------
-def markdown(res: dict) -> str:
-    h = res["hallmark"]
-    lines = [
-        "| scheme | T | condition | texts × draws | TPR @ FPR 1% (95% CI) | TPR @ FPR 0.1% | ROC-AUC |",
-        "|---|---|---|---:|---:|---:|---:|",
-    ]
-    for scheme, sres in h["schemes"].items():
-        for temp, cell in sres["by_temperature"].items():
-            for kind, m in cell.items():
-                lo, hi = m["tpr_at_fpr_0.01_ci95"]
-                lines.append(
-                    f"| {scheme} | {temp} | {kind} | {m['n']} × {m['draws']} | "
-                    f"{m['tpr_at_fpr_0.01']:.3f} ({lo:.2f}–{hi:.2f}) | {m['tpr_at_fpr_0.001']:.3f} | "
-                    f"{m['roc_auc']:.4f} |"
-                )
-    lines += [
-        "",
-        "| scheme | median tokens to p<1e-3 (T=1.0 / 0.7) | human FPR at nominal 0.1% | "
-        "perplexity wm / unwm (T=1.0, median over models) | decode tok/s wm / unwm |",
-        "|---|---|---:|---|---|",
-    ]
-    for scheme, sres in h["schemes"].items():
-        t1, t07 = sres["by_temperature"]["1.0"]["clean"], sres["by_temperature"]["0.7"]["clean"]
-        ppl_w = statistics.median(h["perplexity"][f"{m}|1.0|{scheme}"] for m in MODELS)
-        ppl_u = statistics.median(h["perplexity"][f"{m}|1.0|none"] for m in MODELS)
-        speed_ratio = statistics.mean(h["decode_speed"][m][f"{scheme}_vs_none"] for m in MODELS)
-        lines.append(
-            f"| {scheme} | {t1['median_tokens_to_p_0.001']} / {t07['median_tokens_to_p_0.001']} | "
-            f"{sres['human_fpr_at_0.001_mean']:.4f} | {ppl_w:.1f} / {ppl_u:.1f} | {speed_ratio:.3f} |"
-        )
-    lines.append(f"\nDetector throughput: {h['detector_throughput_tps']:,.0f} tokens/s on one core.")
-    if "transformers" in res:
-        lines += [
-            "",
-            "| system (gemma-3-270m) | T | condition | TPR @ FPR 1% | TPR @ FPR 0.1% | ROC-AUC |",
-            "|---|---|---|---:|---:|---:|",
-        ]
-        for sys_name, entry in res["transformers"]["systems"].items():
-            for temp, cell in entry.items():
-                for kind in ("clean", "delete_30", "substitute_10", "substitute_30"):
-                    m = cell[kind]
-                    lines.append(
-                        f"| {sys_name} | {temp} | {kind} | {m['tpr_at_empirical_fpr_0.01']:.3f} | "
-                        f"{m['tpr_at_empirical_fpr_0.001']:.3f} | {m['roc_auc']:.4f} |"
-                    )
-    return "\n".join(lines) + "\n"
 
 
 def main() -> None:

@@ -19,9 +19,12 @@ import sys
 import time
 from pathlib import Path
 
-import hallmark
-from hallmark.tasks.evaluate import load_examples, predict, score
-from hallmark.tasks.prompts import QA_STYLES, SUMMARY_STYLES, TRANSLATION_STYLES
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmark_tables import task_prompts_table  # noqa: E402
+
+import hallmark  # noqa: E402
+from hallmark.tasks.evaluate import load_examples, predict, score  # noqa: E402
+from hallmark.tasks.prompts import QA_STYLES, SUMMARY_STYLES, TRANSLATION_STYLES  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -32,7 +35,6 @@ SETS = {
     "qa": [DATA / "qa" / "squad.dev300.jsonl"],
 }
 STYLES = {"translation": TRANSLATION_STYLES, "summarization": SUMMARY_STYLES, "qa": QA_STYLES}
-MAIN_METRIC = {"translation": "chrf", "summarization": "rougeL", "qa": "f1"}
 
 
 def main() -> None:
@@ -72,15 +74,9 @@ def main() -> None:
         "rows": rows,
     }
     (RESULTS / "task_prompts.json").write_text(json.dumps(out, indent=2) + "\n")
-    lines = ["| model | task | style | main metric | scores |", "|---|---|---|---:|---|"]
-    for r in rows:
-        metric = MAIN_METRIC[r["task"]]
-        others = ", ".join(
-            f"{k} {r[k]:.1f}" for k in r if k not in ("model", "task", "style", "n", "seconds")
-        )
-        lines.append(f"| {r['model']} | {r['task']} | {r['style']} | {metric} {r[metric]:.1f} | {others} |")
-    (RESULTS / "task_prompts.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    table = task_prompts_table(rows)
+    (RESULTS / "task_prompts.md").write_text(table)
+    print(table, end="")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ share detected at p < 0.01 and p < 0.001, clean and after 10% / 30% random word 
 (the same attack as bench/watermark.py). Used to choose the shipped context widths.
 
     python bench/experiments/watermark_context.py --n 48 --widths 1 2 3 4
+
+Writes bench/results/watermark_context.json and .md (rows as they finish go to stdout).
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from watermark import EVAL_SECRET, attack, human_texts, prompts  # noqa: E402
+from benchmark_tables import watermark_context_table  # noqa: E402
+from watermark import EVAL_SECRET, RESULTS, attack, human_texts, prompts  # noqa: E402
 
 import hallmark  # noqa: E402
 from hallmark.watermark import Detector, WatermarkKey, WatermarkSpec, make_scheme  # noqa: E402
@@ -63,6 +67,20 @@ def main() -> None:
                     row[f"{kind}@0.1%"] = float((p < 1e-3).mean())
                 rows.append(row)
                 print(json.dumps(row), flush=True)
+        model.close()
+    out = {
+        "experiment": "watermark_context",
+        "date": time.strftime("%Y-%m-%d"),
+        "n": args.n,
+        "temperature": args.temperature,
+        "tokens": 200,
+        "rows": rows,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "watermark_context.json").write_text(json.dumps(out, indent=2) + "\n")
+    table = watermark_context_table(out)
+    (RESULTS / "watermark_context.md").write_text(table)
+    print(table, end="")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,472 @@
+"""Markdown tables and summary lines of the benchmark results, from their JSON records alone.
+
+Contract: every function here takes the parsed JSON a benchmark script wrote (the whole file, or
+the part named in its docstring) and returns Markdown text ending in a newline. Nothing here reads
+files, measures anything or imports more than the standard library, so both the benchmark scripts
+(which write `bench/results/<name>.md` with these functions) and `bench/render.py` (which fills the
+marked blocks of docs/ and rewrites those .md files) import it cheaply and render the same text.
+
+`BLOCKS` names every block that docs/ may mark with `<!-- bench:NAME -->` ... `<!-- /bench:NAME -->`:
+the result file it reads and the function that renders it. `RESULT_TABLES` gives, for each result
+file, the function whose output is that file's `.md` twin.
+
+Goals (`*_goals`) are the thresholds the project set itself for each benchmark; the verdicts are
+computed from the record, never written by hand.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from typing import Any
+
+Result = dict[str, Any]
+
+DECODE_BATCH_SIZES = (1, 2, 4, 8)
+# Metrics shown per task in the task-quality table (bench/tasks.py).
+TASK_METRICS = {
+    "translation": ("bleu", "chrf"),
+    "summarization": ("rouge1", "rouge2", "rougeL"),
+    "qa": ("exact_match", "f1"),
+}
+# The metric that ranks prompt styles per task (bench/experiments/task_prompts.py).
+MAIN_METRIC = {"translation": "chrf", "summarization": "rougeL", "qa": "f1"}
+
+
+def _verdict(ok: bool) -> str:
+    return "**met**" if ok else "**not met**"
+
+
+def _x(value: float) -> str:
+    return f"{value:.2f}x"
+
+
+# -- decode (bench/decode.py) ----------------------------------------------------------------------
+def decode_table(results: Result) -> str:
+    """Speed, memory and ratio tables of bench/decode.py."""
+    batch_sizes = tuple(results.get("settings", {}).get("batch_sizes", DECODE_BATCH_SIZES))
+    lines = [
+        "| model | system | decode tok/s | prefill tok/s | load s | peak RSS MB |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    ratios = []
+    for model, systems in results["models"].items():
+        for name in ("hallmark", "llama_cpp_python", "transformers"):
+            r = systems.get(name)
+            if r is None:
+                continue
+            if "error" in r:
+                lines.append(f"| {model} | {name} | error: {r['error'][:60]} | | | |")
+                continue
+            lines.append(
+                f"| {model} | {name} | {r['decode_tps']:.1f} | {r['prefill_tps']:.0f} | "
+                f"{r['load_s']:.2f} | {r['peak_rss_mb']:.0f} |"
+            )
+        ratios.append((model, systems.get("ratios", {})))
+    lines += [
+        "",
+        "| model | hallmark / llama-cpp-python decode | hallmark / transformers decode | "
+        "hallmark / llama-cpp-python prefill | 8-seq aggregate / batch 1 |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for model, r in ratios:
+
+        def fmt(key: str, r: dict = r) -> str:
+            return f"{r[key]:.2f}x" if key in r else "n/a"
+
+        lines.append(
+            f"| {model} | {fmt('decode_vs_llama_cpp_python')} | {fmt('decode_vs_transformers')} | "
+            f"{fmt('prefill_vs_llama_cpp_python')} | {fmt('batch8_vs_batch1')} |"
+        )
+    lines += [
+        "",
+        "| model | " + " | ".join(f"{b} seq" for b in batch_sizes) + " |",
+        "|---|" + "---:|" * len(batch_sizes),
+    ]
+    for model, systems in results["models"].items():
+        batch = systems.get("hallmark_batch", {}).get("batch")
+        if batch:
+            lines.append(
+                f"| {model} (aggregate decode tok/s) | "
+                + " | ".join(f"{batch[str(b)]['aggregate_decode_tps']:.1f}" for b in batch_sizes)
+                + " |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def decode_run(results: Result) -> str:
+    """One line: when and how the decode benchmark was recorded."""
+    m, s = results["machine"], results["settings"]
+    return (
+        f"Recorded {results['date']} with llama-cpp-python {m['llama_cpp_python']}, Python {m['python']}, "
+        f"{m['threads']} threads; greedy decoding, {s['decode_tokens']} new tokens, a {s['prefill_tokens']}-"
+        f"token prompt for prefill, median of {s['repeats']} runs.\n"
+    )
+
+
+DECODE_GOALS = (
+    ("hallmark decode ≥ 0.95x llama-cpp-python (`Llama.generate`)", "decode_vs_llama_cpp_python", 0.95),
+    ("hallmark decode ≥ 3x transformers", "decode_vs_transformers", 3.0),
+    ("aggregate decode of 8 sequences ≥ 2.5x one sequence", "batch8_vs_batch1", 2.5),
+)
+
+
+def decode_goals(results: Result) -> str:
+    """The decode goals, one row each, with every model's ratio and verdict."""
+    models = list(results["models"])
+    lines = ["| goal | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
+    for label, key, threshold in DECODE_GOALS:
+        cells = []
+        for model in models:
+            ratio = results["models"][model].get("ratios", {}).get(key)
+            cells.append("not measured" if ratio is None else f"{_x(ratio)}: {_verdict(ratio >= threshold)}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# -- serve (bench/serve.py) ------------------------------------------------------------------------
+def _rounds(res: Result, kind: str, c: str) -> str:
+    by_round = res.get("ratios_by_round", {}).get(kind, {}).get(c)
+    return f" (rounds {' / '.join(f'{r:.2f}' for r in by_round)})" if by_round else ""
+
+
+def serve_table(res: Result) -> str:
+    """Latency and throughput per server and concurrency, hallmark's ratios, the soak run."""
+    lines = [
+        f"Model {res['model']}, {res['slots']} slots, prompt {res['prompt_tokens']} tokens, "
+        f"{res['output_tokens']} output tokens, {res['threads']} threads; {res.get('rounds', 1)} rounds with "
+        f"the servers interleaved, {res.get('min_requests', 16)} requests per level and round (at least 4 x "
+        "concurrency): output tok/s is the median round, latencies pool all requests.",
+        "",
+        "| server | concurrency | output tok/s | TTFT p50 / p99 (ms) | TPOT p50 / p99 (ms) "
+        "| ITL p50 / p99 (ms) |",
+        "|---|---:|---:|---|---|---|",
+    ]
+    for kind, levels in res["servers"].items():
+        for c, m in levels.items():
+            lines.append(
+                f"| {kind} | {c} | {m['output_tokens_per_s']:.1f} "
+                f"| {m['ttft_ms_p50']:.0f} / {m['ttft_ms_p99']:.0f} "
+                f"| {m['tpot_ms_p50']:.1f} / {m['tpot_ms_p99']:.1f} "
+                f"| {m['itl_ms_p50']:.1f} / {m['itl_ms_p99']:.1f} |"
+            )
+    if res.get("ratios"):
+        lines += [
+            "",
+            "| hallmark output tok/s vs | " + " | ".join(res["ratios"]) + " |",
+            "|---|" + "---:|" * len(res["ratios"]),
+        ]
+        for c in res["servers"]["hallmark"]:
+            lines.append(
+                f"| concurrency {c} | "
+                + " | ".join(f"{res['ratios'][k][c]:.2f}x{_rounds(res, k, c)}" for k in res["ratios"])
+                + " |"
+            )
+    if res.get("soak"):
+        s = res["soak"]
+        lines += [
+            "",
+            f"Soak (hallmark, mixed concurrency 1-16): {s['requests']} requests, {s['errors']} errors, "
+            f"RSS {s['rss_mb_start']} -> {s['rss_mb_end']} MB ({100 * s['rss_growth']:+.1f}%).",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def serve_run(res: Result) -> str:
+    """One line: when the serving benchmark was recorded."""
+    return f"Recorded {res['date']}.\n"
+
+
+SERVE_GOAL_CONCURRENCY = "8"
+SERVE_GOALS = (
+    ("output tok/s ≥ 2x llama-cpp-python's `llama_cpp.server`", "llama_cpp_server", 2.0),
+    ("output tok/s ≥ 0.9x llama.cpp's `llama-server`", "llama_server", 0.9),
+)
+
+
+def serve_goals(res: Result) -> str:
+    """The serving goals at concurrency 8 and the soak run, with verdicts."""
+    c = SERVE_GOAL_CONCURRENCY
+    lines = [f"| goal (concurrency {c}) | measured | verdict |", "|---|---|---|"]
+    for label, peer, threshold in SERVE_GOALS:
+        ratio = res.get("ratios", {}).get(peer, {}).get(c)
+        if ratio is None:
+            lines.append(f"| {label} | not measured | |")
+            continue
+        lines.append(f"| {label} | {_x(ratio)}{_rounds(res, peer, c)} | {_verdict(ratio >= threshold)} |")
+    if s := res.get("soak"):
+        lines.append(
+            f"| soak, mixed concurrency 1-16: no errors | {s['requests']} requests, {s['errors']} errors, "
+            f"RSS {100 * s['rss_growth']:+.1f}% | {_verdict(s['errors'] == 0)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+# -- batched vs alone (bench/batch_agreement.py) ---------------------------------------------------
+def batch_agreement_table(rows: list[Result]) -> str:
+    """Agreement of batched and solo greedy runs per model; `rows` is the file's `results` list."""
+    lines = [
+        "| model | prompts | identical to the solo run | tokens before the first difference "
+        "| logprob gap, batched vs alone: max / mean (nats) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['prompts']} x {r['output_tokens']} tokens "
+            f"| {r['identical_outputs']} / {r['prompts']} "
+            f"({100 * r['identical_outputs'] / r['prompts']:.0f}%) "
+            f"| {100 * r['tokens_before_first_difference'] / r['tokens_total']:.1f}% "
+            f"| {r['logprob_gap_max']:.2g} / {r['logprob_gap_mean']:.2g} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def batch_agreement_run(res: Result) -> str:
+    """One line: when and with how many slots the agreement was measured."""
+    rows = res["results"]
+    slots = sorted({r["slots"] for r in rows})
+    return f"Recorded {res['date']}, {' / '.join(map(str, slots))} sequence slots.\n"
+
+
+# -- task quality (bench/tasks.py) -----------------------------------------------------------------
+def tasks_table(cells: list[Result]) -> str:
+    """Naive zero-shot vs chosen prompting per model and dev set; `cells` is the file's `cells`."""
+    lines = [
+        "| model | dev set | examples | naive zero-shot | chosen prompting | chosen style |",
+        "|---|---|---:|---|---|---|",
+    ]
+    by_key: dict[tuple[str, str], list[dict]] = {}
+    for c in cells:
+        by_key.setdefault((c["model"], c["set"]), []).append(c)
+    for (model, label), (naive, chosen) in by_key.items():
+        names = TASK_METRICS[naive["task"]]
+
+        def fmt(c: dict, names: tuple[str, ...] = names) -> str:
+            return ", ".join(f"{n.replace('exact_match', 'EM')} {c['metrics'][n]:.1f}" for n in names)
+
+        lines.append(
+            f"| {model} | {label} | {naive['examples']} | {fmt(naive)} | {fmt(chosen)} | {chosen['style']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def tasks_run(res: Result) -> str:
+    """One line: when the task-quality table was recorded, and its decoding."""
+    return f"Recorded {res['date']}, {res['decoding']} decoding.\n"
+
+
+# -- prompt styles (bench/experiments/task_prompts.py) ---------------------------------------------
+def task_prompts_table(rows: list[Result]) -> str:
+    """Every prompt style's scores on the selection slices; `rows` is the file's `rows` list."""
+    lines = ["| model | task | style | main metric | scores |", "|---|---|---|---:|---|"]
+    for r in rows:
+        metric = MAIN_METRIC[r["task"]]
+        others = ", ".join(
+            f"{k} {r[k]:.1f}" for k in r if k not in ("model", "task", "style", "n", "seconds")
+        )
+        lines.append(f"| {r['model']} | {r['task']} | {r['style']} | {metric} {r[metric]:.1f} | {others} |")
+    return "\n".join(lines) + "\n"
+
+
+def task_prompts_run(res: Result) -> str:
+    """One line: when the prompt styles were scored, and on how many examples."""
+    per_task = {r["task"]: r["n"] for r in res["rows"]}
+    sizes = ", ".join(f"{task} {n}" for task, n in per_task.items())
+    return (
+        f"Recorded {res['date']}: the last {res['n_per_file']} examples of each dev file "
+        f"({sizes} examples), greedy decoding.\n"
+    )
+
+
+# -- watermark (bench/watermark.py) ----------------------------------------------------------------
+def _wm_models(h: Result) -> list[str]:
+    return list(h["decode_speed"])
+
+
+def watermark_table(res: Result) -> str:
+    """Detection under attacks, per-scheme summary, detector speed and transformers' schemes."""
+    h = res["hallmark"]
+    models = _wm_models(h)
+    lines = [
+        "| scheme | T | condition | texts × draws | TPR @ FPR 1% (95% CI) | TPR @ FPR 0.1% | ROC-AUC |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for scheme, sres in h["schemes"].items():
+        for temp, cell in sres["by_temperature"].items():
+            for kind, m in cell.items():
+                lo, hi = m["tpr_at_fpr_0.01_ci95"]
+                lines.append(
+                    f"| {scheme} | {temp} | {kind} | {m['n']} × {m['draws']} | "
+                    f"{m['tpr_at_fpr_0.01']:.3f} ({lo:.2f}–{hi:.2f}) | {m['tpr_at_fpr_0.001']:.3f} | "
+                    f"{m['roc_auc']:.4f} |"
+                )
+    lines += [
+        "",
+        "| scheme | median tokens to p<1e-3 (T=1.0 / 0.7) | human FPR at nominal 0.1% | "
+        "perplexity wm / unwm (T=1.0, median over models) | decode tok/s wm / unwm |",
+        "|---|---|---:|---|---|",
+    ]
+    for scheme, sres in h["schemes"].items():
+        t1, t07 = sres["by_temperature"]["1.0"]["clean"], sres["by_temperature"]["0.7"]["clean"]
+        ppl_w = statistics.median(h["perplexity"][f"{m}|1.0|{scheme}"] for m in models)
+        ppl_u = statistics.median(h["perplexity"][f"{m}|1.0|none"] for m in models)
+        speed_ratio = statistics.mean(h["decode_speed"][m][f"{scheme}_vs_none"] for m in models)
+        lines.append(
+            f"| {scheme} | {t1['median_tokens_to_p_0.001']} / {t07['median_tokens_to_p_0.001']} | "
+            f"{sres['human_fpr_at_0.001_mean']:.4f} | {ppl_w:.1f} / {ppl_u:.1f} | {speed_ratio:.3f} |"
+        )
+    lines.append(f"\nDetector throughput: {h['detector_throughput_tps']:,.0f} tokens/s on one core.")
+    if "transformers" in res:
+        lines += [
+            "",
+            "| system (gemma-3-270m) | T | condition | TPR @ FPR 1% | TPR @ FPR 0.1% | ROC-AUC |",
+            "|---|---|---|---:|---:|---:|",
+        ]
+        for sys_name, entry in res["transformers"]["systems"].items():
+            for temp, cell in entry.items():
+                for kind in ("clean", "delete_30", "substitute_10", "substitute_30"):
+                    m = cell[kind]
+                    lines.append(
+                        f"| {sys_name} | {temp} | {kind} | {m['tpr_at_empirical_fpr_0.01']:.3f} | "
+                        f"{m['tpr_at_empirical_fpr_0.001']:.3f} | {m['roc_auc']:.4f} |"
+                    )
+    return "\n".join(lines) + "\n"
+
+
+def _negatives(sres: Result, model: str) -> tuple[int, int]:
+    """(human texts, GPT-2 texts) scored under one model's tokenizer."""
+    human = gpt2 = 0
+    for key, v in sres["negatives"].items():
+        name, _, corpus = key.partition("|")
+        if name != model or corpus.endswith("unwatermarked"):
+            continue
+        if corpus.startswith("gpt2"):
+            gpt2 += v["n"]
+        else:
+            human += v["n"]
+    return human, gpt2
+
+
+def _unwatermarked_flagged(sres: Result) -> tuple[int, int]:
+    """(unwatermarked generations flagged at p < 0.001, unwatermarked generations scored)."""
+    flagged = total = 0
+    for key, v in sres["negatives"].items():
+        if key.endswith("|unwatermarked"):
+            total += v["n"]
+            flagged += round(v["fpr_at_0.001"] * v["n"])
+    return flagged, total
+
+
+def watermark_run(res: Result) -> str:
+    """The evaluation's size, from its settings: generations, attack draws, negatives."""
+    h = res["hallmark"]
+    s = h["settings"]
+    models = _wm_models(h)
+    temps = s["temperatures"]
+    first = next(iter(h["schemes"].values()))
+    human, gpt2 = _negatives(first, models[0])
+    _, unwm = _unwatermarked_flagged(first)
+    transformers = (
+        f"; transformers rows recorded {res.get('transformers_date', res['date'])}"
+        if "transformers" in res
+        else ""
+    )
+    return (
+        f"Recorded {res['date']}{transformers}. {s['per_cell']} generations of {s['tokens']} tokens per "
+        f"(model, temperature, scheme): {s['per_cell'] * len(models) * len(temps)} per scheme, from "
+        f"{len(models)} models at temperatures {' and '.join(map(str, temps))}; each random attack drawn "
+        f"{s['attack_draws']} times per text. Negatives, under each model's tokenizer: {human:,} human "
+        f"texts, {gpt2:,} GPT-2 texts, and {unwm} unwatermarked generations from the same prompts.\n"
+    )
+
+
+WATERMARK_GOALS = (
+    "TPR at FPR 0.1%, clean 200-token text, T = 1.0: ≥ 0.99",
+    "TPR at FPR 1% after 30% of the words substituted, T = 1.0: ≥ 0.90",
+    "false-positive rate on human text at the nominal 0.1%: ≤ 0.2%",
+    "decode speed with the watermark: ≥ 0.95x without (batch 1)",
+)
+
+
+def watermark_goals(res: Result) -> str:
+    """The watermark goals with each scheme's measured value and verdict."""
+    h = res["hallmark"]
+    models = _wm_models(h)
+    schemes = list(h["schemes"])
+    rows: list[list[str]] = [[goal] for goal in WATERMARK_GOALS]
+    for scheme in schemes:
+        sres = h["schemes"][scheme]
+        t1 = sres["by_temperature"]["1.0"]
+        clean = t1["clean"]["tpr_at_fpr_0.001"]
+        sub = t1["substitute_30"]
+        lo, hi = sub["tpr_at_fpr_0.01_ci95"]
+        fpr = sres["human_fpr_at_0.001_mean"]
+        speed = statistics.mean(h["decode_speed"][m][f"{scheme}_vs_none"] for m in models)
+        rows[0].append(f"{clean:.3f}: {_verdict(clean >= 0.99)}")
+        tpr = sub["tpr_at_fpr_0.01"]
+        rows[1].append(f"{tpr:.3f} (95% CI {lo:.2f}–{hi:.2f}): {_verdict(tpr >= 0.90)}")
+        rows[2].append(f"{100 * fpr:.2f}%: {_verdict(fpr <= 0.002)}")
+        rows[3].append(f"{speed:.3f}x: {_verdict(speed >= 0.95)}")
+    lines = ["| goal | " + " | ".join(schemes) + " |", "|---|" + "---|" * len(schemes)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    flagged = [_unwatermarked_flagged(h["schemes"][s]) for s in schemes]
+    lines.append("")
+    lines.append(
+        "Unwatermarked generations flagged at p < 0.001: "
+        + ", ".join(f"{s} {f} of {n}" for s, (f, n) in zip(schemes, flagged, strict=True))
+        + ".\n"
+    )
+    return "\n".join(lines)
+
+
+# -- watermark context width (bench/experiments/watermark_context.py) ------------------------------
+def watermark_context_table(res: Result) -> str:
+    """Share of texts detected at p < 0.01 per (model, scheme, context width), clean and attacked."""
+    lines = [
+        f"{res['n']} generations of {res['tokens']} tokens per row, temperature {res['temperature']}; "
+        "share detected at p < 0.01.",
+        "",
+        "| model | scheme, context | tokens watermarked | clean | 30% words substituted "
+        "| 30% words deleted |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in res["rows"]:
+        context = f"{r['width']} + self" if r["scheme"] == "kgw" else str(r["width"])
+        lines.append(
+            f"| {r['model']} | {r['scheme']}, {context} | {100 * r['marked_share']:.0f}% "
+            f"| {r['clean@1%']:.2f} | {r['substitute_30@1%']:.2f} | {r['delete_30@1%']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+# -- registry --------------------------------------------------------------------------------------
+# Block name -> (result file stem under bench/results, renderer of that file's parsed JSON).
+BLOCKS: dict[str, tuple[str, Callable[[Result], str]]] = {
+    "decode": ("decode", decode_table),
+    "decode-run": ("decode", decode_run),
+    "decode-goals": ("decode", decode_goals),
+    "serve": ("serve", serve_table),
+    "serve-run": ("serve", serve_run),
+    "serve-goals": ("serve", serve_goals),
+    "batch_agreement": ("batch_agreement", lambda res: batch_agreement_table(res["results"])),
+    "batch_agreement-run": ("batch_agreement", batch_agreement_run),
+    "tasks": ("tasks", lambda res: tasks_table(res["cells"])),
+    "tasks-run": ("tasks", tasks_run),
+    "task_prompts": ("task_prompts", lambda res: task_prompts_table(res["rows"])),
+    "task_prompts-run": ("task_prompts", task_prompts_run),
+    "watermark": ("watermark", watermark_table),
+    "watermark-run": ("watermark", watermark_run),
+    "watermark-goals": ("watermark", watermark_goals),
+    "watermark_context": ("watermark_context", watermark_context_table),
+}
+
+# Result file stem -> the block whose text is bench/results/<stem>.md (what the script writes).
+RESULT_TABLES = {
+    "decode": "decode",
+    "serve": "serve",
+    "batch_agreement": "batch_agreement",
+    "tasks": "tasks",
+    "task_prompts": "task_prompts",
+    "watermark": "watermark",
+    "watermark_context": "watermark_context",
+}
