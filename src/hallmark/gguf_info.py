@@ -8,7 +8,7 @@ from typing import Any
 
 from gguf import LlamaFileType
 
-from hallmark.backends.llamacpp import read_gguf_header
+from hallmark.backends import read_header
 
 
 @dataclass
@@ -34,7 +34,7 @@ class GGUFInfo:
 
 def read_gguf_info(path: str | Path) -> GGUFInfo:
     path = Path(path)
-    header = read_gguf_header(path)
+    header = read_header(path)
     meta = header.metadata
     return GGUFInfo(
         path=str(path),

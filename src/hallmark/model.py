@@ -10,14 +10,14 @@ from typing import Any
 
 import numpy as np
 
-from hallmark.backends.base import BackendConfig
-from hallmark.backends.llamacpp import LlamaCppBackend
+from hallmark.backends import Backend, BackendConfig, Tokenizer, open_backend
 from hallmark.catalog import DEFAULT_MODEL, CatalogEntry, resolve
 from hallmark.engine.chat import FALLBACK_STOP, render_chat
-from hallmark.engine.generate import generate_stream
+from hallmark.engine.generate import generate_stream, in_order
 from hallmark.engine.request import Request
 from hallmark.engine.results import GenerationResult, StreamChunk
 from hallmark.engine.sampling import SamplingParams, sampling_params
+from hallmark.engine.scoring import token_logprobs
 from hallmark.errors import HallmarkError, PromptError, WatermarkSpecError
 from hallmark.watermark.keys import default_key, find_key
 from hallmark.watermark.schemes import Scheme, make_scheme
@@ -29,14 +29,16 @@ class Model:
 
     def __init__(
         self,
+        backend: Backend,
         name: str,
-        path: Path,
-        backend: LlamaCppBackend,
-        entry: CatalogEntry | None,
-        load_seconds: float,
+        *,
+        path: Path | None = None,
+        entry: CatalogEntry | None = None,
+        load_seconds: float = 0.0,
         watermark: str | None = DEFAULT_SCHEME,
         watermark_key: str | None = None,
     ):
+        """Wrap an open backend (`hallmark.load` opens one from a model name or file)."""
         self.name = name
         self.path = path
         self.backend = backend
@@ -62,7 +64,7 @@ class Model:
         """
         if self._watermark is None and self._watermark_scheme_name is not None:
             key = find_key(self._watermark_key_name) if self._watermark_key_name else default_key()
-            spec = WatermarkSpec.create(self._watermark_scheme_name, key.key_id, self.backend.fingerprint())
+            spec = WatermarkSpec.create(self._watermark_scheme_name, key.key_id, self.fingerprint)
             self._watermark = make_scheme(spec, key.secret)
         return self._watermark
 
@@ -80,6 +82,20 @@ class Model:
     @property
     def n_ctx(self) -> int:
         return self.backend.n_ctx
+
+    @property
+    def n_vocab(self) -> int:
+        return self.backend.n_vocab
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The model's tokenizer (detection and token-level output need only this)."""
+        return self.backend
+
+    @property
+    def fingerprint(self) -> str:
+        """The tokenizer's fingerprint, which watermark specs name."""
+        return self.backend.fingerprint()
 
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
         return self.backend.tokenize(text, add_special=add_special, parse_special=True)
@@ -124,7 +140,7 @@ class Model:
         results: list[GenerationResult | None] = [None] * len(requests)
         for i, result in self.generate_requests(requests):
             results[i] = result
-        return [r for r in results if r is not None]
+        return in_order(results)
 
     def generate_requests(self, requests: Sequence[Request]) -> Iterator[tuple[int, GenerationResult]]:
         """Run prepared requests together; yield (index, result) as each one finishes."""
@@ -150,7 +166,7 @@ class Model:
             raise HallmarkError("every sequence slot is busy with a stream; finish or close one first")
         slot = self._free_slots.pop()
         try:
-            return self.backend.token_logprobs(slot, self._prompt_ids(text))
+            return token_logprobs(self.backend, slot, self._prompt_ids(text))
         finally:
             self._free_slots.append(slot)
 
@@ -162,11 +178,12 @@ class Model:
         return float(np.exp(-lp.mean()))
 
     def render_chat(self, messages: Sequence[Mapping[str, Any]]) -> str:
+        tok = self.backend
         return render_chat(
             messages,
             self.chat_template,
-            bos_token=self.backend.token_text(self.backend.bos_token),
-            eos_token=self.backend.token_text(self.backend.eos_token),
+            bos_token=tok.token_text(tok.bos_token),
+            eos_token=tok.token_text(tok.eos_token),
         )
 
     def chat_prompt_ids(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
@@ -188,7 +205,7 @@ class Model:
         return ids
 
     def _run(self, request: Request, stream: bool) -> GenerationResult | Iterator[StreamChunk]:
-        request.validate(self.backend)  # errors surface at the call, not at the first chunk
+        request.validate(self.n_ctx, self.n_vocab)  # errors surface at the call, not at the first chunk
         chunks = (chunk for _, chunk in self._stream([request]))
         if stream:
             return chunks
@@ -257,13 +274,13 @@ def load(
         flash_attn=flash_attn,
     )
     t0 = time.perf_counter()
-    backend = LlamaCppBackend(resolved.path, config)
+    backend = open_backend(resolved.path, config)
     return Model(
-        resolved.name,
-        resolved.path,
         backend,
-        resolved.entry,
-        time.perf_counter() - t0,
+        resolved.name,
+        path=resolved.path,
+        entry=resolved.entry,
+        load_seconds=time.perf_counter() - t0,
         watermark=watermark,
         watermark_key=watermark_key,
     )

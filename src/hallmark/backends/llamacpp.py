@@ -1,7 +1,9 @@
 """llama.cpp backend, through llama-cpp-python's low-level (ctypes) API.
 
-One llama context holds up to `max_sequences` independent sequences, each with its own KV cache
-of `n_ctx` tokens; `decode` evaluates new tokens of any number of them in one llama_decode call.
+The only module of hallmark that imports llama_cpp. One llama context holds up to
+`max_sequences` independent sequences, each with its own KV cache of `n_ctx` tokens; `decode`
+evaluates new tokens of any number of them in one llama_decode call (per adapter set: LoRA
+adapters apply to a whole context, so sequences with different sets are evaluated in turn).
 """
 
 from __future__ import annotations
@@ -11,14 +13,15 @@ import ctypes
 import hashlib
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
 
 import llama_cpp
 import numpy as np
 
-from hallmark.backends.base import BackendConfig
-from hallmark.errors import HallmarkError, ModelFileError
+from hallmark.backends import default_threads
+from hallmark.backends.base import AdapterSet, BackendConfig, GGUFHeader, SequenceInput
+from hallmark.errors import BackendError, HallmarkError, ModelFileError
 
 _DEFAULT_MAX_CTX = 8192
 
@@ -48,13 +51,6 @@ def _init_llama() -> None:
         _silence_llama_logs()
         llama_cpp.llama_backend_init()
         _INITIALISED = True
-
-
-def default_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def check_gguf_file(path: Path) -> None:
@@ -89,17 +85,9 @@ def _model_metadata(model: llama_cpp.llama_model_p) -> dict[str, str]:
     return out
 
 
-@dataclass(frozen=True)
-class GGUFHeader:
-    metadata: dict[str, str]
-    n_params: int
-    n_vocab: int
-    n_ctx_train: int
-
-
 def read_gguf_header(path: str | Path) -> GGUFHeader:
     """Metadata, parameter count and vocabulary size, without loading the weights (fast)."""
-    tokenizer = Tokenizer(path)
+    tokenizer = LlamaCppTokenizer(path)
     try:
         meta = _model_metadata(tokenizer._model)
         # A vocab-only load skips the hyper-parameters, so the context length comes from the metadata.
@@ -126,8 +114,8 @@ def _load_model(path: Path, params: llama_cpp.llama_model_params, verb: str) -> 
     return model
 
 
-class Vocabulary:
-    """Tokenizer operations on a llama.cpp vocabulary (shared by the backend and the detector)."""
+class _Vocabulary:
+    """The Tokenizer protocol on a llama.cpp vocabulary (for the tokenizer-only view and the backend)."""
 
     def __init__(self, vocab: llama_cpp.llama_vocab_p):
         self._vocab = vocab
@@ -177,19 +165,13 @@ class Vocabulary:
     def eos_token(self) -> int:
         return llama_cpp.llama_vocab_eos(self._vocab)
 
-    @property
-    def adds_bos(self) -> bool:
-        return bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
-
     def token_text(self, token: int) -> str:
-        """The vocabulary entry of a token, special tokens included (e.g. '<|im_end|>')."""
-        if token < 0:
+        if not 0 <= token < self.n_vocab:
             return ""
         raw = llama_cpp.llama_vocab_get_text(self._vocab, token)
         return raw.decode("utf-8", errors="replace") if raw else ""
 
     def fingerprint(self) -> str:
-        """A short hash of the whole vocabulary: token ids mean the same text iff it matches."""
         if self._fingerprint is None:
             h = hashlib.sha256(b"hallmark-tokenizer-v1\0")
             get = llama_cpp.llama_vocab_get_text
@@ -200,14 +182,13 @@ class Vocabulary:
         return self._fingerprint
 
 
-class Tokenizer(Vocabulary):
+class LlamaCppTokenizer(_Vocabulary):
     """A model's tokenizer alone, loaded from its GGUF without the weights (fast, little memory)."""
 
     def __init__(self, model_path: str | Path):
-        path = Path(model_path)
         params = llama_cpp.llama_model_default_params()
         params.vocab_only = True
-        self._model = _load_model(path, params, "read")
+        self._model = _load_model(Path(model_path), params, "read")
         super().__init__(llama_cpp.llama_model_get_vocab(self._model))
 
     def close(self) -> None:
@@ -220,7 +201,7 @@ class Tokenizer(Vocabulary):
             self.close()
 
 
-class LlamaCppBackend(Vocabulary):
+class LlamaCppBackend(_Vocabulary):
     def __init__(self, model_path: str | Path, config: BackendConfig | None = None):
         config = config or BackendConfig()
         model_params = llama_cpp.llama_model_default_params()
@@ -263,7 +244,10 @@ class LlamaCppBackend(Vocabulary):
             )
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
-        self._positions: dict[int, int] = {}
+        self._positions: dict[int, int] = {}  # tokens of each sequence in the KV cache
+        self._adapters: dict[str, llama_cpp.llama_adapter_lora_p] = {}  # id -> loaded adapter
+        self._seq_adapters: dict[int, AdapterSet] = {}
+        self._active_adapters: AdapterSet = ()  # what the context runs with now
 
     def metadata(self) -> dict[str, str]:
         return _model_metadata(self._model)
@@ -272,87 +256,74 @@ class LlamaCppBackend(Vocabulary):
     def sequence_length(self, seq_id: int) -> int:
         return self._positions.get(seq_id, 0)
 
-    def decode(self, batch: Sequence[tuple[int, Sequence[int]]]) -> list[np.ndarray]:
-        for seq_id, tokens in batch:
-            if not 0 <= seq_id < self.max_sequences:
-                raise ValueError(f"sequence id {seq_id} outside [0, {self.max_sequences})")
-            if not tokens:
-                raise ValueError(f"sequence {seq_id}: no tokens to decode")
-            if self._positions.get(seq_id, 0) + len(tokens) > self.n_ctx:
-                raise ValueError(f"sequence {seq_id} would exceed its context of {self.n_ctx} tokens")
-        # Flatten into (seq_id, token, wants_logits) rows, then evaluate in chunks of n_batch. Rows go
-        # in sequence-id order: llama.cpp splits a batch whose sequences are out of order into more
-        # micro-batches, which measured 2x slower for 8 decoding sequences.
-        rows = [
-            (seq_id, tok, i == len(tokens) - 1)
-            for seq_id, tokens in sorted(batch, key=lambda entry: entry[0])
-            for i, tok in enumerate(tokens)
+    def decode(self, batch: Sequence[SequenceInput]) -> list[np.ndarray]:
+        for entry in batch:
+            if not 0 <= entry.seq_id < self.max_sequences:
+                raise ValueError(f"sequence id {entry.seq_id} outside [0, {self.max_sequences})")
+            if not entry.tokens:
+                raise ValueError(f"sequence {entry.seq_id}: no tokens to decode")
+            if self._positions.get(entry.seq_id, 0) + len(entry.tokens) > self.n_ctx:
+                raise ValueError(f"sequence {entry.seq_id} would exceed its context of {self.n_ctx} tokens")
+        # Sequence-id order within each adapter set: llama.cpp splits a batch whose sequences are
+        # out of order into more micro-batches, which measured 2x slower for 8 decoding sequences.
+        ordered = sorted(batch, key=lambda e: (self._seq_adapters.get(e.seq_id, ()), e.seq_id))
+        results: dict[int, list[np.ndarray]] = {}
+        for adapters, group in groupby(ordered, key=lambda e: self._seq_adapters.get(e.seq_id, ())):
+            self._activate(adapters)
+            self._decode_group(list(group), results)
+        return [
+            blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+            for blocks in (results[entry.seq_id] for entry in batch)
         ]
-        results: dict[int, np.ndarray] = {}
-        for start in range(0, len(rows), self.n_batch):
-            chunk = rows[start : start + self.n_batch]
-            last_chunk = start + self.n_batch >= len(rows)
+
+    def _decode_group(self, group: list[SequenceInput], results: dict[int, list[np.ndarray]]) -> None:
+        """Evaluate inputs that share an adapter set, in chunks of n_batch rows."""
+        # Flatten into (seq_id, token, wants_logits) rows.
+        rows = [
+            (entry.seq_id, tok, entry.all_logits or i == len(entry.tokens) - 1)
+            for entry in group
+            for i, tok in enumerate(entry.tokens)
+        ]
+        n_chunks = (len(rows) + self.n_batch - 1) // self.n_batch
+        for c in range(n_chunks):
+            chunk = rows[c * self.n_batch : (c + 1) * self.n_batch]
             b = self._batch
             b.n_tokens = len(chunk)
-            out_seqs: list[int] = []  # the sequences whose logits this chunk returns, in batch order
+            positions = dict(self._positions)  # committed only once llama_decode succeeds
+            out_seqs: list[int] = []  # the sequence of each logits row this chunk returns, in batch order
             for i, (seq_id, tok, wants) in enumerate(chunk):
-                pos = self._positions.get(seq_id, 0)
+                pos = positions.get(seq_id, 0)
                 b.token[i] = tok
                 b.pos[i] = pos
                 b.n_seq_id[i] = 1
                 b.seq_id[i][0] = seq_id
                 b.logits[i] = wants
-                self._positions[seq_id] = pos + 1
+                positions[seq_id] = pos + 1
                 if wants:
                     out_seqs.append(seq_id)
             rc = llama_cpp.llama_decode(self._ctx, b)
             if rc != 0:
-                raise HallmarkError(f"llama_decode failed with code {rc}")
-            if out_seqs:
-                # llama.cpp stores the requested rows' logits contiguously, in batch order: one view
-                # of them all costs less than a ctypes round trip per row.
-                block = np.ctypeslib.as_array(
-                    llama_cpp.llama_get_logits(self._ctx), shape=(len(out_seqs), self.n_vocab)
-                )
-                # A later chunk overwrites the logits buffer, so only the last chunk may hand out views.
-                if not last_chunk:
-                    block = block.copy()
-                for j, seq_id in enumerate(out_seqs):
-                    results[seq_id] = block[j]
-        return [results[seq_id] for seq_id, _ in batch]
-
-    def token_logprobs(self, seq_id: int, tokens: Sequence[int]) -> np.ndarray:
-        """log p(tokens[i] | tokens[:i]) for i = 1..n-1 (teacher forcing), in a cleared sequence slot."""
-        if len(tokens) > self.n_ctx:
-            raise ValueError(f"{len(tokens)} tokens exceed the context of {self.n_ctx}")
-        self.free(seq_id)
-        out = np.empty(max(0, len(tokens) - 1), dtype=np.float64)
-        try:
-            for start in range(0, len(tokens), self.n_batch):
-                chunk = tokens[start : start + self.n_batch]
-                b = self._batch
-                b.n_tokens = len(chunk)
-                for i, tok in enumerate(chunk):
-                    b.token[i] = tok
-                    b.pos[i] = start + i
-                    b.n_seq_id[i] = 1
-                    b.seq_id[i][0] = seq_id
-                    b.logits[i] = True
-                rc = llama_cpp.llama_decode(self._ctx, b)
-                if rc != 0:
-                    raise HallmarkError(f"llama_decode failed with code {rc}")
-                for i in range(len(chunk)):
-                    nxt = start + i + 1
-                    if nxt >= len(tokens):
-                        break
-                    row = np.ctypeslib.as_array(
-                        llama_cpp.llama_get_logits_ith(self._ctx, i), shape=(self.n_vocab,)
-                    )
-                    m = float(row.max())
-                    out[nxt - 1] = float(row[tokens[nxt]]) - m - float(np.log(np.exp(row - m).sum()))
-        finally:
-            self.free(seq_id)
-        return out
+                # llama.cpp leaves no trace of a failed batch in the KV cache; make sure of it, so
+                # that no token that never reached the cache is counted (and reused) as if it had.
+                for seq_id in {row[0] for row in chunk}:
+                    llama_cpp.llama_memory_seq_rm(self._memory, seq_id, self._positions.get(seq_id, 0), -1)
+                raise BackendError(f"llama_decode failed with code {rc}")
+            self._positions = positions
+            if not out_seqs:
+                continue
+            # llama.cpp stores the requested rows' logits contiguously, in batch order: one view of
+            # them all costs less than a ctypes round trip per row.
+            block = np.ctypeslib.as_array(
+                llama_cpp.llama_get_logits(self._ctx), shape=(len(out_seqs), self.n_vocab)
+            )
+            # The next llama_decode overwrites the logits buffer: only the last one may hand out views.
+            if c < n_chunks - 1:
+                block = block.copy()
+            start = 0
+            for seq_id, rows_of_seq in groupby(out_seqs):
+                n = sum(1 for _ in rows_of_seq)
+                results.setdefault(seq_id, []).append(block[start : start + n])
+                start += n
 
     def free(self, seq_id: int) -> None:
         llama_cpp.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
@@ -372,6 +343,49 @@ class LlamaCppBackend(Vocabulary):
         self.free(seq_id)
         return n_keep == 0
 
+    # -- LoRA adapters ----------------------------------------------------------------------
+    def load_adapter(self, path: str) -> str:
+        resolved = Path(path).expanduser().resolve()
+        adapter_id = str(resolved)
+        if adapter_id in self._adapters:
+            return adapter_id
+        check_gguf_file(resolved)
+        adapter = llama_cpp.llama_adapter_lora_init(self._model, str(resolved).encode())
+        if not adapter:
+            raise ModelFileError(
+                f"llama.cpp could not load the LoRA adapter {resolved} (not an adapter for this "
+                "model's architecture and shapes?); set HALLMARK_LLAMA_LOGS=1 to see why"
+            )
+        self._adapters[adapter_id] = adapter
+        return adapter_id
+
+    def set_adapters(self, seq_id: int, adapters: AdapterSet) -> None:
+        unknown = [name for name, _ in adapters if name not in self._adapters]
+        if unknown:
+            raise HallmarkError(f"adapter {unknown[0]!r} is not loaded")
+        if adapters != self._seq_adapters.get(seq_id, ()):
+            self.free(seq_id)  # its KV cache was computed with other weights
+        if adapters:
+            self._seq_adapters[seq_id] = adapters
+        else:
+            self._seq_adapters.pop(seq_id, None)
+
+    def sequence_adapters(self, seq_id: int) -> AdapterSet:
+        return self._seq_adapters.get(seq_id, ())
+
+    def _activate(self, adapters: AdapterSet) -> None:
+        if adapters == self._active_adapters:
+            return
+        n = len(adapters)
+        handles = (llama_cpp.llama_adapter_lora_p_ctypes * max(n, 1))(
+            *(self._adapters[name] for name, _ in adapters)
+        )
+        scales = (ctypes.c_float * max(n, 1))(*(scale for _, scale in adapters))
+        if llama_cpp.llama_set_adapters_lora(self._ctx, handles if n else None, n, scales if n else None):
+            raise BackendError("llama.cpp could not apply the LoRA adapters")
+        self._active_adapters = adapters
+
+    # -- lifetime ---------------------------------------------------------------------------
     def close(self) -> None:
         if getattr(self, "_batch", None) is not None:
             llama_cpp.llama_batch_free(self._batch)
@@ -380,6 +394,8 @@ class LlamaCppBackend(Vocabulary):
             llama_cpp.llama_free(self._ctx)
             self._ctx = None
         if getattr(self, "_model", None):
+            # Adapters are freed with their model.
+            self._adapters.clear()
             llama_cpp.llama_model_free(self._model)
             self._model = None
 

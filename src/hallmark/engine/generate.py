@@ -1,13 +1,14 @@
 """Synchronous generation: run a fixed set of requests to completion on the caller's thread.
 
 The same scheduler as the server's continuous batching does the work: every step is a single
-backend call holding one new token per live sequence, so adding sequences costs far less than
+backend call holding one new token per live request, so adding requests costs far less than
 running them one after another.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import TypeVar
 
 from hallmark.backends.base import Backend
 from hallmark.engine.request import Request
@@ -22,8 +23,8 @@ def generate_stream(
 
     Yields (request index, chunk) as text is released; each request's last chunk carries its
     final result. At most len(slots) requests run at once; the others wait in the scheduler's
-    queue and start as soon as a sequence finishes. The slots' KV caches are cleared before use
-    and freed when the generator ends or is closed.
+    queue and start as soon as one finishes. The slots' KV caches are cleared before use and
+    freed when the generator ends or is closed.
     """
     if not slots:
         raise ValueError("at least one slot is needed")
@@ -31,7 +32,19 @@ def generate_stream(
     index = {id(scheduler.submit(r)): i for i, r in enumerate(requests)}
     try:
         while not scheduler.idle:
-            for sub, chunk in scheduler.step():
-                yield index[id(sub)], chunk
+            for request, chunk in scheduler.step():
+                yield index[id(request)], chunk
     finally:
         scheduler.abort_all()
+
+
+T = TypeVar("T")
+
+
+def in_order(results: Sequence[T | None]) -> list[T]:
+    """Every result, in request order. A missing one is a bug, reported as one: dropping it would
+    silently shift the results after it onto the wrong inputs."""
+    missing = [i for i, r in enumerate(results) if r is None]
+    if missing:
+        raise RuntimeError(f"generation ended without a result for request {missing[0]} of {len(results)}")
+    return [r for r in results if r is not None]

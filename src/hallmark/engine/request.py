@@ -1,34 +1,223 @@
-"""A generation request: prompt tokens, sampling parameters and the watermark scheme to use."""
+"""A generation request, from submission to its result: the one object the engine tracks per request.
+
+The caller builds a Request (prompt ids, sampling parameters, watermark scheme, adapters) and
+hands it to the scheduler, which admits it to a KV-cache slot, prefills its prompt (possibly in
+chunks), then feeds each step's logits to `accept`, which samples, detokenizes and decides when
+it ends. `status` says where it is; only the scheduler's thread changes it, and `cancel` from any
+other thread only raises a flag the scheduler acts on at its next step.
+"""
 
 from __future__ import annotations
 
+import enum
 import secrets
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
+from typing import Any
 
-from hallmark.backends.base import Backend
+import numpy as np
+
+from hallmark.backends.base import AdapterSet
+from hallmark.engine.detokenize import TextStream
+from hallmark.engine.results import (
+    GenerationResult,
+    StopReason,
+    StreamChunk,
+    Timings,
+    TokenLogprob,
+    TopLogprob,
+    WatermarkInfo,
+)
+from hallmark.engine.sampler import Sampler, token_logprob
 from hallmark.engine.sampling import SamplingParams
 from hallmark.errors import ContextLengthError, InvalidSamplingError, PromptError
-from hallmark.watermark.schemes import Scheme
+from hallmark.watermark.schemes import Scheme, SequenceWatermarker
 
 
-@dataclass
-class Request:
-    prompt_ids: list[int]
-    params: SamplingParams
-    watermark: Scheme | None = None  # the model's scheme; used when params.watermark and not greedy
+class RequestStatus(enum.Enum):
+    WAITING = "waiting"  # submitted, no KV-cache slot yet
+    PREFILLING = "prefilling"  # its prompt is being evaluated (in chunks when long)
+    DECODING = "decoding"  # one new token per step
+    FINISHED = "finished"  # ended by EOS, a stop string, max_tokens or a full context
+    CANCELLED = "cancelled"  # the caller cancelled it, or the engine stopped
+    FAILED = "failed"  # a backend call it was part of failed
 
-    def validate(self, backend: Backend) -> None:
-        """Raise the user-facing error for a request that cannot run, before any work is done."""
-        if not self.prompt_ids:
-            raise PromptError("the prompt is empty (it tokenizes to no tokens)")
-        if len(self.prompt_ids) >= backend.n_ctx:
-            raise ContextLengthError(len(self.prompt_ids), backend.n_ctx)
-        bias = self.params.logit_bias
-        if bias and max(bias) >= backend.n_vocab:
-            raise InvalidSamplingError(
-                f"logit_bias token id {max(bias)} is outside the vocabulary (size {backend.n_vocab})"
-            )
+    @property
+    def done(self) -> bool:
+        return self in (RequestStatus.FINISHED, RequestStatus.CANCELLED, RequestStatus.FAILED)
 
 
 def new_seed() -> int:
     return secrets.randbits(63)
+
+
+def fits_context(prompt_tokens: int, n_ctx: int, max_tokens: int | None = None) -> bool:
+    """Whether a prompt leaves room in the context window: at least one token, or all of
+    `max_tokens` when the caller needs them (the server's OpenAI semantics, the task functions).
+    This is the one place the rule is written; nothing is ever truncated to fit."""
+    return prompt_tokens + (max_tokens if max_tokens is not None else 1) <= n_ctx
+
+
+def check_fits(prompt_tokens: int, n_ctx: int, max_tokens: int | None = None) -> None:
+    """Raise ContextLengthError (with both counts) unless `fits_context`."""
+    if not fits_context(prompt_tokens, n_ctx, max_tokens):
+        raise ContextLengthError(prompt_tokens, n_ctx, max_tokens)
+
+
+def watermark_applies(scheme: Scheme | None, params: SamplingParams) -> bool:
+    """Whether a request's output is watermarked: a scheme is configured, the request did not opt
+    out, and it samples (greedy decoding has no randomness to carry a sampling watermark)."""
+    return scheme is not None and params.watermark and not params.greedy
+
+
+@dataclass(eq=False)
+class Request:
+    prompt_ids: list[int]
+    params: SamplingParams
+    watermark: Scheme | None = None  # the model's scheme; used when `watermark_applies`
+    adapters: AdapterSet = ()  # LoRA adapters to run with (ids from Backend.load_adapter)
+    sink: Any = None  # where the submitter wants this request's chunks delivered (the server's queue)
+
+    # -- engine state -----------------------------------------------------------------------------
+    status: RequestStatus = field(default=RequestStatus.WAITING, init=False)
+    cancel_requested: bool = field(default=False, init=False)
+    slot: int = field(default=-1, init=False)  # KV-cache sequence id while admitted
+    seed: int = field(init=False)
+    arrival_time: float = field(default_factory=time.perf_counter, init=False)
+    num_prefilled: int = field(default=0, init=False)  # prompt tokens in the KV cache
+    num_cached: int = field(default=0, init=False)  # of those, reused from the slot's previous occupant
+    output_ids: list[int] = field(default_factory=list, init=False)
+    stop_reason: StopReason | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.seed = self.params.seed if self.params.seed is not None else new_seed()
+        self.sampler = Sampler(self.params, self.seed)
+        self.stream = TextStream(self.params.stop)
+        self.watermarker = (
+            SequenceWatermarker(self.watermark) if watermark_applies(self.watermark, self.params) else None
+        )
+        self.logprobs: list[TokenLogprob] | None = [] if self.params.logprobs is not None else None
+        self.context = list(self.prompt_ids)  # prompt + output, for the penalties
+        self.prompt_ms = 0.0
+        self._decode_start = 0.0
+
+    # -- checks -----------------------------------------------------------------------------------
+    def validate(self, n_ctx: int, n_vocab: int) -> None:
+        """Raise the user-facing error for a request that cannot run, before any work is done."""
+        if not self.prompt_ids:
+            raise PromptError("the prompt is empty (it tokenizes to no tokens)")
+        check_fits(len(self.prompt_ids), n_ctx)
+        bias = self.params.logit_bias
+        if bias and max(bias) >= n_vocab:
+            raise InvalidSamplingError(
+                f"logit_bias token id {max(bias)} is outside the vocabulary (size {n_vocab})"
+            )
+
+    # -- state ------------------------------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        return self.status.done
+
+    @property
+    def cancelled(self) -> bool:
+        return self.status is RequestStatus.CANCELLED
+
+    @property
+    def prefilling(self) -> bool:
+        return self.num_prefilled < len(self.prompt_ids)
+
+    @property
+    def next_prompt_tokens(self) -> list[int]:
+        return self.prompt_ids[self.num_prefilled :]
+
+    @property
+    def last_token(self) -> int:
+        return self.output_ids[-1]
+
+    def start_decoding(self, now: float) -> None:
+        self.status = RequestStatus.DECODING
+        self.prompt_ms = (now - self.arrival_time) * 1e3
+        self._decode_start = time.perf_counter()
+
+    # -- one step ---------------------------------------------------------------------------------
+    def accept(self, logits: np.ndarray, tokenizer: Any, n_ctx: int, model_name: str) -> StreamChunk:
+        """Sample the next token from `logits`, append it and return what the stream releases.
+
+        `tokenizer` gives the token's bytes and end-of-generation status (the backend).
+        """
+        token = self.sampler.sample(logits, self.context, len(self.output_ids), self.watermarker)
+        lp = self._logprob(logits, token, tokenizer) if self.logprobs is not None else None
+        if tokenizer.is_eog(token) and not self.params.ignore_eos:
+            self.stop_reason = StopReason.EOS
+            return self._chunk(self.stream.finish(), [], None, model_name)
+        self.output_ids.append(token)
+        self.context.append(token)
+        if lp is not None:
+            self.logprobs.append(lp)
+        text = self.stream.push(tokenizer.token_bytes(token))
+        if self.stream.stop_found is not None:
+            self.stop_reason = StopReason.STOP_STRING
+        elif self.params.max_tokens is not None and len(self.output_ids) >= self.params.max_tokens:
+            self.stop_reason = StopReason.MAX_TOKENS
+        elif len(self.context) >= n_ctx:
+            self.stop_reason = StopReason.CONTEXT_FULL
+        if self.stop_reason is not None:
+            text += self.stream.finish()
+        return self._chunk(text, [token], lp, model_name)
+
+    def _logprob(self, logits: np.ndarray, token: int, tokenizer: Any) -> TokenLogprob:
+        logprob, top = token_logprob(logits, token, self.params.logprobs or 0)
+        text = tokenizer.detokenize
+        return TokenLogprob(
+            token=token,
+            text=text([token]),
+            logprob=logprob,
+            top=[TopLogprob(token=t, text=text([t]), logprob=v) for t, v in top],
+        )
+
+    def _chunk(self, text: str, tokens: list[int], lp: TokenLogprob | None, model_name: str) -> StreamChunk:
+        final = None
+        if self.stop_reason is not None:
+            self.status = RequestStatus.FINISHED
+            final = self.result(model_name)
+        return StreamChunk(
+            text=text, token_ids=tokens, logprobs=[lp] if lp is not None else None, final=final
+        )
+
+    def result(self, model_name: str) -> GenerationResult:
+        assert self.stop_reason is not None
+        return GenerationResult(
+            text=self.stream.text,
+            token_ids=list(self.output_ids),
+            finish_reason=self.stop_reason.finish_reason,
+            stop_reason=self.stop_reason,
+            prompt_tokens=len(self.prompt_ids),
+            timings=Timings(
+                prompt_n=len(self.prompt_ids) - self.num_cached,
+                prompt_ms=self.prompt_ms,
+                cache_n=self.num_cached,
+                predicted_n=len(self.output_ids),
+                predicted_ms=(time.perf_counter() - self._decode_start) * 1e3,
+            ),
+            model=model_name,
+            seed=None if self.params.greedy else self.seed,
+            stop_string=self.stream.stop_found,
+            logprobs=self.logprobs,
+            watermark=self._watermark_info(),
+        )
+
+    def _watermark_info(self) -> WatermarkInfo:
+        spec_id = self.watermark.spec.spec_id if self.watermark is not None else None
+        if self.watermarker is not None:
+            return WatermarkInfo(spec_id, True, self.watermarker.marked)
+        if self.params.greedy:
+            reason = "greedy decoding (temperature 0) has no randomness to carry a sampling watermark"
+        elif not self.params.watermark:
+            reason = "watermark turned off for this request"
+        else:
+            reason = "this model has no watermark configured"
+        return WatermarkInfo(spec_id, False, 0, reason)
+
+    def copy_with(self, params: SamplingParams) -> Request:
+        """A fresh request for the same prompt, watermark and adapters with other sampling parameters."""
+        return Request(self.prompt_ids, params, self.watermark, self.adapters)

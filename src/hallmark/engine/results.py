@@ -2,8 +2,25 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+# OpenAI's finish reasons: "stop" (EOS or a stop string) or "length" (max_tokens or a full context).
+FinishReason = Literal["stop", "length"]
+
+
+class StopReason(enum.StrEnum):
+    """Why a generation ended (finer than OpenAI's finish_reason); the values are the JSON strings."""
+
+    EOS = "eos"
+    STOP_STRING = "stop_string"
+    MAX_TOKENS = "max_tokens"
+    CONTEXT_FULL = "context_full"
+
+    @property
+    def finish_reason(self) -> FinishReason:
+        return "stop" if self in (StopReason.EOS, StopReason.STOP_STRING) else "length"
 
 
 @dataclass
@@ -68,8 +85,8 @@ class WatermarkInfo:
 class GenerationResult:
     text: str
     token_ids: list[int]
-    finish_reason: str  # OpenAI's: "stop" (EOS or a stop string) or "length" (max_tokens or context full)
-    stop_reason: str  # finer: "eos", "stop_string", "max_tokens" or "context_full"
+    finish_reason: FinishReason
+    stop_reason: StopReason
     prompt_tokens: int
     timings: Timings
     model: str

@@ -1,57 +1,72 @@
 """Sampling parameters: one typed, validated dataclass shared by the API, the CLI and the server.
 
-Each field's `metadata["help"]` is the CLI flag's help text, so the flags are derived from this
-class and cannot drift from it.
+Each field is a `hallmark.settings.setting` carrying its CLI help text, so the flags are derived
+from this class and cannot drift from it.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from hallmark.errors import InvalidSamplingError
+from hallmark.settings import setting
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
+class LogitBias(Mapping[int, float]):
+    """A read-only token id -> bias mapping, so that SamplingParams stays immutable and hashable."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[int, float]):
+        self._items = dict(items)
+
+    def __getitem__(self, token: int) -> float:
+        return self._items[token]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._items.items()))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mapping) and self._items == dict(other)
+
+    def __repr__(self) -> str:
+        return f"LogitBias({self._items!r})"
 
 
 @dataclass(frozen=True)
 class SamplingParams:
     # Defaults follow llama.cpp's, which suit small local models better than OpenAI's.
-    temperature: float = field(default=0.8, metadata=_help("0 = greedy (deterministic, unwatermarkable)."))
-    top_k: int = field(default=40, metadata=_help("Keep the k most likely tokens; 0 = all."))
-    top_p: float = field(default=0.95, metadata=_help("Nucleus sampling mass, in (0, 1]; 1 = off."))
-    min_p: float = field(
-        default=0.05, metadata=_help("Drop tokens below min_p x the top probability; 0 = off.")
+    temperature: float = setting(0.8, help="0 = greedy (deterministic, unwatermarkable).")
+    top_k: int = setting(40, help="Keep the k most likely tokens; 0 = all.")
+    top_p: float = setting(0.95, help="Nucleus sampling mass, in (0, 1]; 1 = off.")
+    min_p: float = setting(0.05, help="Drop tokens below min_p x the top probability; 0 = off.")
+    repetition_penalty: float = setting(
+        1.0, help="CTRL-style penalty on the last `repeat_last_n` tokens; 1 = off."
     )
-    repetition_penalty: float = field(
-        default=1.0, metadata=_help("CTRL-style penalty on the last `repeat_last_n` tokens; 1 = off.")
+    repeat_last_n: int = setting(64, help="Window of recent tokens the repetition penalty sees.")
+    presence_penalty: float = setting(0.0, help="OpenAI presence penalty, in [-2, 2].")
+    frequency_penalty: float = setting(0.0, help="OpenAI frequency penalty, in [-2, 2].")
+    logit_bias: Mapping[int, float] | None = setting(
+        None, help="Token id -> bias added to its logit (-100 bans, +100 forces)."
     )
-    repeat_last_n: int = field(
-        default=64, metadata=_help("Window of recent tokens the repetition penalty sees.")
+    seed: int | None = setting(None, help="Random seed; the same seed and request give the same output.")
+    max_tokens: int | None = setting(256, help="Most tokens to generate; none = until the context is full.")
+    stop: tuple[str, ...] = setting((), help="Stop strings; generation ends before them.")
+    logprobs: int | None = setting(
+        None, help="Return each token's log-probability and this many top alternatives (0-20)."
     )
-    presence_penalty: float = field(default=0.0, metadata=_help("OpenAI presence penalty, in [-2, 2]."))
-    frequency_penalty: float = field(default=0.0, metadata=_help("OpenAI frequency penalty, in [-2, 2]."))
-    logit_bias: dict[int, float] | None = field(
-        default=None, metadata=_help("Token id -> bias added to its logit (-100 bans, +100 forces).")
-    )
-    seed: int | None = field(
-        default=None, metadata=_help("Random seed; the same seed and request give the same output.")
-    )
-    max_tokens: int | None = field(
-        default=256, metadata=_help("Most tokens to generate; none = until the context is full.")
-    )
-    stop: tuple[str, ...] = field(default=(), metadata=_help("Stop strings; generation ends before them."))
-    logprobs: int | None = field(
-        default=None,
-        metadata=_help("Return each token's log-probability and this many top alternatives (0-20)."),
-    )
-    ignore_eos: bool = field(default=False, metadata=_help("Keep generating past the end-of-sequence token."))
-    watermark: bool = field(
-        default=True,
-        metadata=_help("Watermark sampled output (on by default; greedy output cannot carry one)."),
+    ignore_eos: bool = setting(False, help="Keep generating past the end-of-sequence token.")
+    watermark: bool = setting(
+        True, help="Watermark sampled output (on by default; greedy output cannot carry one)."
     )
 
     def __post_init__(self) -> None:
@@ -60,6 +75,8 @@ class SamplingParams:
         else:
             object.__setattr__(self, "stop", tuple(self.stop))
         self._validate()
+        if self.logit_bias is not None:  # a private copy: the caller's dict may change later
+            object.__setattr__(self, "logit_bias", LogitBias(self.logit_bias))
 
     @property
     def greedy(self) -> bool:
@@ -105,6 +122,10 @@ class SamplingParams:
             if not isinstance(s, str) or not s:
                 fail(f"stop strings must be non-empty strings, got {s!r}")
         if self.logit_bias is not None:
+            if not isinstance(self.logit_bias, Mapping):
+                fail(
+                    f"logit_bias must be a mapping of token id -> bias, got {type(self.logit_bias).__name__}"
+                )
             for token, bias in self.logit_bias.items():
                 if not isinstance(token, int) or token < 0:
                     fail(f"logit_bias keys must be token ids (integers >= 0), got {token!r}")

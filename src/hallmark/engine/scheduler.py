@@ -1,17 +1,20 @@
-"""Continuous batching: sequences join and leave a running batch between decode steps.
+"""Continuous batching: requests join and leave a running batch between steps.
 
-Each `step()` makes one backend call that holds one new token for every decoding sequence plus
-as much waiting prompt as the batch budget (the backend's n_batch) allows, so a new request starts
-at the next step instead of waiting for others to finish, and a long prompt is prefilled in
-chunks without stalling the sequences already decoding. A finished or cancelled sequence frees
-its KV-cache slot at once.
+A step is three phases, as in nano-vllm: `schedule()` decides which requests run and with which
+tokens (a plan), the backend evaluates the plan in one `decode` call, and `postprocess` samples a
+token for every request whose prompt is complete. Decoding requests each get one token; waiting
+prompt tokens fill the rest of the token budget (the backend's n_batch by default), so a new
+request starts at the next step instead of waiting for others to finish, and a long prompt is
+prefilled in chunks without stalling the requests already decoding. A finished or cancelled
+request frees its KV-cache slot at once.
 
-With `reuse_prefixes`, a finished sequence's KV cache stays in its slot; a new request takes the
-free slot that shares the longest prefix with its prompt and prefills only the rest (what
-llama-server calls prompt caching: a conversation's next turn re-evaluates only the new messages).
+With `reuse_prefixes`, a finished request's KV cache stays in its slot; a new request takes the
+free slot that shares the longest prefix with its prompt (under the same adapters) and prefills
+only the rest (what llama-server calls prompt caching: a conversation's next turn re-evaluates
+only the new messages).
 
-`submit()` and `cancel()` may be called from any thread; `step()` from one thread only (the
-engine thread in the server, the caller's thread in `generate_stream`).
+`submit()` and `cancel()` may be called from any thread; everything else from one thread only
+(the engine thread in the server, the caller's thread in `generate_stream`).
 """
 
 from __future__ import annotations
@@ -20,13 +23,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from hallmark.backends.base import Backend
-from hallmark.engine.request import Request, new_seed
+import numpy as np
+
+from hallmark.backends.base import AdapterSet, Backend, SequenceInput
+from hallmark.engine.request import Request, RequestStatus
 from hallmark.engine.results import StreamChunk
-from hallmark.engine.sequence import Sequence
 from hallmark.errors import HallmarkError
 
 
@@ -35,34 +39,19 @@ class QueueFullError(HallmarkError):
 
 
 class StepError(HallmarkError):
-    """A decode step failed; the submissions in it were released and cannot continue."""
+    """A decode step failed; the requests in it were released and cannot continue."""
 
-    def __init__(self, failed: list[Submission], cause: Exception):
+    def __init__(self, failed: list[Request], cause: Exception):
         super().__init__(f"decode step failed: {cause}")
         self.failed = failed
 
 
-@dataclass(eq=False)
-class Submission:
-    """One sequence handed to the scheduler; the caller keeps it to cancel or identify events."""
+@dataclass(frozen=True)
+class ScheduledChunk:
+    """One request's part of a step: its next token (decoding) or a piece of its prompt (prefill)."""
 
     request: Request
-    sink: Any = None  # the submitter's delivery address for this submission's chunks
-    submitted_at: float = field(default_factory=time.perf_counter)
-    cancelled: bool = False
-    finished: bool = False
-
-
-@dataclass(eq=False)
-class _Running:
-    sub: Submission
-    seq: Sequence
-    prefilled: int = 0  # prompt tokens already in the KV cache
-    cached: int = 0  # of those, reused from the slot's previous occupant
-
-    @property
-    def prefilling(self) -> bool:
-        return self.prefilled < len(self.seq.prompt_ids)
+    tokens: list[int]
 
 
 class Scheduler:
@@ -80,33 +69,34 @@ class Scheduler:
         self.free_slots = list(slots if slots is not None else range(backend.max_sequences))
         self.n_slots = len(self.free_slots)
         self.max_waiting = max_waiting
-        self.token_budget = token_budget or getattr(backend, "n_batch", 2048)
+        self.token_budget = token_budget or backend.n_batch
         self.reuse_prefixes = reuse_prefixes
-        self.slot_tokens: dict[int, list[int]] = {}  # tokens in each free slot's KV cache
-        self._waiting: deque[Submission] = deque()
-        self._running: list[_Running] = []
+        # What each free slot's KV cache holds, for prefix reuse: its adapters and tokens.
+        self.slot_contents: dict[int, tuple[AdapterSet, list[int]]] = {}
+        self._waiting: deque[Request] = deque()
+        self._running: list[Request] = []
         self._lock = threading.Lock()
         self._last_submit = 0.0  # time.monotonic() of the latest submission
         self.wakeup = threading.Event()  # set when there is work; the engine thread waits on it
 
     # -- any thread -----------------------------------------------------------------------------
-    def submit(self, request: Request, sink: Any = None) -> Submission:
-        request.validate(self.backend)
-        sub = Submission(request, sink)
+    def submit(self, request: Request, sink: Any = None) -> Request:
+        request.validate(self.backend.n_ctx, self.backend.n_vocab)
+        request.sink = sink
         with self._lock:
             if self.max_waiting is not None and len(self._waiting) >= self.max_waiting:
                 raise QueueFullError(
                     f"the server is at capacity: {len(self._waiting)} requests are already waiting "
                     f"for {self.n_slots} sequence slots; retry shortly"
                 )
-            self._waiting.append(sub)
+            self._waiting.append(request)
             self._last_submit = time.monotonic()
         self.wakeup.set()
-        return sub
+        return request
 
-    def cancel(self, sub: Submission) -> None:
-        """Stop a submission; its slot is freed at the next step (or it never starts)."""
-        sub.cancelled = True
+    def cancel(self, request: Request) -> None:
+        """Stop a request; its slot is freed at the next step (or it never starts)."""
+        request.cancel_requested = True
         self.wakeup.set()
 
     @property
@@ -139,107 +129,114 @@ class Scheduler:
             self.wakeup.clear()
             self.wakeup.wait(min(quiet - since, deadline - now))
 
-    def step(self) -> list[tuple[Submission, StreamChunk]]:
-        """Run one decode step; return the chunks it produced, in submission order."""
+    def step(self) -> list[tuple[Request, StreamChunk]]:
+        """Run one step; return the chunks it produced, in scheduling order."""
         self._drop_cancelled()
         self._admit()
-        if not self._running:
+        plan = self.schedule()
+        if not plan:
             return []
-        batch: list[tuple[int, list[int]]] = []
-        stepped: list[_Running] = []
-        budget = self.token_budget
-        for r in self._running:  # decoding sequences first: one token each keeps their latency low
-            if not r.prefilling and budget > 0:
-                batch.append((r.seq.slot, [r.seq.last_token]))
-                stepped.append(r)
-                budget -= 1
-        for r in self._running:  # then as much waiting prompt as the budget allows
-            if r.prefilling and budget > 0:
-                take = r.seq.prompt_ids[r.prefilled : r.prefilled + budget]
-                batch.append((r.seq.slot, take))
-                stepped.append(r)
-                budget -= len(take)
         try:
-            logits = self.backend.decode(batch)
-        except Exception as e:  # a failed step fails the sequences in it, not the scheduler
-            for r in stepped:
-                self._release(r)
-            raise StepError([r.sub for r in stepped], e) from e
-        events: list[tuple[Submission, StreamChunk]] = []
+            logits = self.backend.decode([SequenceInput(c.request.slot, c.tokens) for c in plan])
+        except Exception as e:  # a failed step fails the requests in it, not the scheduler
+            for c in plan:
+                self._release(c.request, RequestStatus.FAILED)
+            raise StepError([c.request for c in plan], e) from e
+        return self.postprocess(plan, logits)
+
+    def schedule(self) -> list[ScheduledChunk]:
+        """This step's plan: one token per decoding request first (that keeps their latency low),
+        then as much waiting prompt as the token budget allows."""
+        plan: list[ScheduledChunk] = []
+        budget = self.token_budget
+        for r in self._running:
+            if r.status is RequestStatus.DECODING and budget > 0:
+                plan.append(ScheduledChunk(r, [r.last_token]))
+                budget -= 1
+        for r in self._running:
+            if r.status is RequestStatus.PREFILLING and budget > 0:
+                take = r.next_prompt_tokens[:budget]
+                plan.append(ScheduledChunk(r, take))
+                budget -= len(take)
+        return plan
+
+    def postprocess(
+        self, plan: list[ScheduledChunk], logits: list[np.ndarray]
+    ) -> list[tuple[Request, StreamChunk]]:
+        """Advance each request by its chunk; sample where a prompt is complete or a token decoded."""
+        events: list[tuple[Request, StreamChunk]] = []
         now = time.perf_counter()
-        for r, (_, tokens), lg in zip(stepped, batch, logits, strict=True):
-            if r.prefilling:
-                r.prefilled += len(tokens)
+        for c, rows in zip(plan, logits, strict=True):
+            r = c.request
+            if r.status is RequestStatus.PREFILLING:
+                r.num_prefilled += len(c.tokens)
                 if r.prefilling:
                     continue  # a chunk of a long prompt: no token to sample yet
-                r.seq.start_decoding((now - r.sub.submitted_at) * 1e3, r.cached)
-            chunk = r.seq.accept(lg)
-            events.append((r.sub, chunk))
+                r.start_decoding(now)
+            chunk = r.accept(rows[-1], self.backend, self.backend.n_ctx, self.model_name)
+            events.append((r, chunk))
             if chunk.final is not None:
-                self._release(r)
+                self._release(r, RequestStatus.FINISHED)
         return events
 
-    def abort_all(self) -> list[Submission]:
+    def abort_all(self) -> list[Request]:
         """Cancel everything, waiting or running, and free every slot; return what was cancelled."""
         with self._lock:
             stopped = list(self._waiting)
             self._waiting.clear()
+        for r in stopped:
+            r.status = RequestStatus.CANCELLED
         for r in list(self._running):
-            stopped.append(r.sub)
-            self._release(r)
-        for sub in stopped:
-            sub.cancelled = True
+            stopped.append(r)
+            self._release(r, RequestStatus.CANCELLED)
         return stopped
 
     def _drop_cancelled(self) -> None:
-        for r in [r for r in self._running if r.sub.cancelled]:
-            self._release(r)
+        for r in [r for r in self._running if r.cancel_requested]:
+            self._release(r, RequestStatus.CANCELLED)
         with self._lock:
-            if any(s.cancelled for s in self._waiting):
-                self._waiting = deque(s for s in self._waiting if not s.cancelled)
+            if any(r.cancel_requested for r in self._waiting):
+                for r in self._waiting:
+                    if r.cancel_requested:
+                        r.status = RequestStatus.CANCELLED
+                self._waiting = deque(r for r in self._waiting if not r.cancel_requested)
 
     def _admit(self) -> None:
         while self.free_slots:
             with self._lock:
                 if not self._waiting:
                     return
-                sub = self._waiting.popleft()
-            req = sub.request
-            slot, keep = self._pick_slot(req.prompt_ids)
-            seq = Sequence(
-                slot=slot,
-                prompt_ids=req.prompt_ids,
-                params=req.params,
-                backend=self.backend,
-                model_name=self.model_name,
-                seed=req.params.seed if req.params.seed is not None else new_seed(),
-                watermark=req.watermark,
-            )
-            self._running.append(_Running(sub, seq, prefilled=keep, cached=keep))
+                r = self._waiting.popleft()
+            r.slot, r.num_cached = self._pick_slot(r)
+            r.num_prefilled = r.num_cached
+            r.status = RequestStatus.PREFILLING
+            self._running.append(r)
 
-    def _pick_slot(self, prompt: list[int]) -> tuple[int, int]:
-        """A free slot for `prompt` and how many of its tokens that slot's KV cache already holds."""
+    def _pick_slot(self, r: Request) -> tuple[int, int]:
+        """A free slot for `r` and how many of its prompt tokens that slot's KV cache already holds."""
         best, best_len = self.free_slots[-1], 0
         if self.reuse_prefixes:
             for slot in self.free_slots:
-                n = common_prefix(self.slot_tokens.get(slot, ()), prompt)
+                adapters, tokens = self.slot_contents.get(slot, ((), []))
+                n = common_prefix(tokens, r.prompt_ids) if adapters == r.adapters else 0
                 if n > best_len:
                     best, best_len = slot, n
         self.free_slots.remove(best)
-        self.slot_tokens.pop(best, None)
+        self.slot_contents.pop(best, None)
+        self.backend.set_adapters(best, r.adapters)  # frees the cache if it was computed with others
         # The last prompt token is always evaluated again: its logits give the first new token.
-        keep = min(best_len, len(prompt) - 1)
+        keep = min(best_len, len(r.prompt_ids) - 1)
         if not self.backend.truncate(best, keep):
             keep = 0
         return best, keep
 
-    def _release(self, r: _Running) -> None:
-        r.sub.finished = True
+    def _release(self, r: Request, status: RequestStatus) -> None:
+        r.status = status
         self._running.remove(r)
-        slot = r.seq.slot
-        if self.reuse_prefixes:
+        slot = r.slot
+        if self.reuse_prefixes and status is not RequestStatus.FAILED:
             in_cache = self.backend.sequence_length(slot)
-            self.slot_tokens[slot] = (r.seq.prompt_ids + r.seq.output_ids)[:in_cache]
+            self.slot_contents[slot] = (r.adapters, (r.prompt_ids + r.output_ids)[:in_cache])
         else:
             self.backend.free(slot)
         self.free_slots.insert(0, slot)  # least recently used first: reuse favours other slots

@@ -13,7 +13,6 @@ import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request
@@ -23,72 +22,70 @@ from hallmark import __version__
 from hallmark.errors import HallmarkError
 from hallmark.model import Model
 from hallmark.requestlog import LogRecord, RequestLog
+from hallmark.server.config import ServerConfig
 from hallmark.server.engine import ModelEngine
-from hallmark.server.errors import APIError, from_hallmark_error, install_handlers
+from hallmark.server.errors import APIError, install_handlers, to_api_error
 from hallmark.server.metrics import Metrics
 from hallmark.server.protocol import ChatCompletionRequest, CompletionRequest, DetectRequest
-from hallmark.server.serving import ServerState, new_id
-from hallmark.server.serving_chat import create_chat_completion
-from hallmark.server.serving_completions import create_completion
+from hallmark.server.serving import ServerState, new_id, serve_completion
+from hallmark.server.serving_chat import CHAT
+from hallmark.server.serving_completions import COMPLETIONS
 
 log = logging.getLogger("hallmark.server")
 
 
-@dataclass
-class ServerConfig:
-    models: list[str] = field(default_factory=list)  # catalog names or .gguf paths; empty = the default model
-    host: str = "127.0.0.1"
-    port: int = 8000
-    api_keys: tuple[str, ...] = ()  # empty: no auth
-    n_ctx: int | None = 4096
-    max_sequences: int = 8  # KV-cache slots per model: sequences decoded together
-    max_waiting: int = 64  # sequences queued for a slot before new requests get 503
-    prefill_chunk: int = 512  # most prompt tokens prefilled per step, so decoding never stalls long
-    prefix_cache: bool = True  # reuse a slot's KV cache for a prompt that starts the same way
-    batch_wait_ms: float = 5.0  # quiet time that ends a burst of arrivals, so it prefills together
-    n_threads: int | None = None
-    n_gpu_layers: int = 0
-    metrics: bool = False
-    log_requests: bool = True
-    log_db: str | None = None  # None: $HALLMARK_LOG_DB or the default path
-    watermark: str | None = "gumbel"
-    watermark_key: str | None = None
-    shutdown_timeout: float = 30.0  # seconds in-flight requests get to finish on shutdown
-
-
 def load_state(config: ServerConfig) -> ServerState:
     """Load every model and start its engine thread (errors surface here, before the port opens)."""
-    from hallmark.catalog import CATALOG, DEFAULT_MODEL
+    from hallmark.catalog import DEFAULT_MODEL
     from hallmark.model import load
 
-    engines: dict[str, ModelEngine] = {}
-    aliases: dict[str, str] = {}
-    for name in config.models or [os.environ.get("HALLMARK_MODEL", DEFAULT_MODEL)]:
-        model: Model = load(
-            name,
-            n_ctx=config.n_ctx,
-            max_sequences=config.max_sequences,
-            n_threads=config.n_threads,
-            n_gpu_layers=config.n_gpu_layers,
-            watermark=config.watermark,
-            watermark_key=config.watermark_key,
-        )
-        if model.name in engines:
-            raise HallmarkError(f"model {model.name} is listed twice")
+    models: list[Model] = []
+    try:
+        for name in config.models or [os.environ.get("HALLMARK_MODEL", DEFAULT_MODEL)]:
+            models.append(
+                load(
+                    name,
+                    n_ctx=config.n_ctx,
+                    max_sequences=config.max_sequences,
+                    n_threads=config.n_threads,
+                    n_gpu_layers=config.n_gpu_layers,
+                    watermark=config.watermark,
+                    watermark_key=config.watermark_key,
+                )
+            )
+        return build_state(models, config)
+    except BaseException:
+        for model in models:
+            model.close()
+        raise
+
+
+def build_state(models: list[Model], config: ServerConfig) -> ServerState:
+    """The server's state for loaded models: an engine thread each, the log, metrics and keys."""
+    from hallmark.catalog import find_entry
+
+    names = [m.name for m in models]
+    twice = next((n for n in names if names.count(n) > 1), None)
+    if twice is not None:
+        raise HallmarkError(f"model {twice} is listed twice")
+    for model in models:
         if config.watermark is not None:
             _ = model.watermark  # create or load the key now, not during the first request
+    request_log = RequestLog(config.log_db) if config.log_requests else None
+    engines: dict[str, ModelEngine] = {}
+    aliases: dict[str, str] = {}
+    for model in models:
         engines[model.name] = ModelEngine(
             model, config.max_waiting, config.prefill_chunk, config.prefix_cache, config.batch_wait_ms / 1e3
         )
-        for entry in CATALOG:
-            if entry.name == model.name:
-                aliases.update({a: model.name for a in entry.aliases})
-        aliases.setdefault(Path(str(model.path)).name, model.name)
+        entry = find_entry(model.name)
+        aliases.update({a: model.name for a in entry.aliases} if entry else {})
+        if model.path is not None:
+            aliases.setdefault(Path(model.path).name, model.name)
     metrics = Metrics() if config.metrics else None
     if metrics:
         for e in engines.values():
             metrics.watch_engine(e.name, lambda e=e: e.scheduler.n_running, lambda e=e: e.scheduler.n_waiting)
-    request_log = RequestLog(config.log_db) if config.log_requests else None
     return ServerState(engines, aliases, request_log, metrics, tuple(config.api_keys))
 
 
@@ -170,13 +167,13 @@ def create_app(state: ServerState) -> FastAPI:
             )
         return JSONResponse({"object": "list", "data": data})
 
-    @app.post("/v1/chat/completions", dependencies=auth)
+    @app.post(CHAT.path, dependencies=auth)
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
-        return await create_chat_completion(state, body, request)
+        return await serve_completion(state, CHAT, body, request)
 
-    @app.post("/v1/completions", dependencies=auth)
+    @app.post(COMPLETIONS.path, dependencies=auth)
     async def completions(body: CompletionRequest, request: Request) -> Response:
-        return await create_completion(state, body, request)
+        return await serve_completion(state, COMPLETIONS, body, request)
 
     @app.post("/v1/detect", dependencies=auth)
     async def detect(body: DetectRequest) -> JSONResponse:
@@ -185,7 +182,7 @@ def create_app(state: ServerState) -> FastAPI:
     return app
 
 
-LOGGED_ENDPOINTS = ("/v1/chat/completions", "/v1/completions")
+LOGGED_ENDPOINTS = (CHAT.path, COMPLETIONS.path)
 
 
 async def _log_rejection(state: ServerState, request: Request, err: APIError) -> None:
@@ -221,30 +218,22 @@ async def _log_rejection(state: ServerState, request: Request, err: APIError) ->
 
 
 def _detect(state: ServerState, body: DetectRequest) -> dict:
-    """Same answer as `hallmark detect`: the served model's tokenizer and key, or the given spec."""
-    from hallmark.watermark.detect import Detector
-    from hallmark.watermark.keys import find_key
+    """Same answer as `hallmark detect`: a served model's tokenizer with the given spec (the served
+    model its tokenizer fingerprint names, unless `model` says), else that model's own spec."""
+    from hallmark.watermark.api import detector_for
     from hallmark.watermark.spec import WatermarkSpec
 
     try:
         engine = state.engine(body.model) if body.model else next(iter(state.engines.values()))
-        if body.spec:
-            spec = WatermarkSpec.parse(body.spec)
-            if not body.model:  # pick the served model whose tokenizer the spec names
-                engine = next(
-                    (e for e in state.engines.values() if e.model.backend.fingerprint() == spec.tokenizer),
-                    engine,
-                )
-            spec.check_tokenizer(engine.model.backend.fingerprint(), engine.name)
-        else:
-            scheme = engine.model.watermark
-            if scheme is None:
-                raise APIError(400, f"{engine.name} is served without a watermark; pass a spec", param="spec")
-            spec = scheme.spec
-        secret = find_key(spec.key_id).secret  # the key store, or $HALLMARK_WATERMARK_KEY
-        result = Detector(engine.model.backend, spec, secret).detect(
-            body.text, fpr=body.fpr, windowed=body.windowed
-        )
+        spec = WatermarkSpec.parse(body.spec) if body.spec else engine.model.watermark_spec
+        if body.spec and not body.model:
+            engine = next(
+                (e for e in state.engines.values() if e.model.fingerprint == spec.tokenizer), engine
+            )
+        if spec is None:
+            raise APIError(400, f"{engine.name} is served without a watermark; pass a spec", param="spec")
+        detector = detector_for(engine.model.tokenizer, engine.name, spec)
+        result = detector.detect(body.text, fpr=body.fpr, windowed=body.windowed)
     except HallmarkError as e:
-        raise from_hallmark_error(e) from e
+        raise to_api_error(e) from e
     return {"object": "watermark.detection", "model": engine.name, **result.to_dict()}

@@ -1,9 +1,9 @@
 """One engine thread per served model, driving its Scheduler; asyncio handlers await its chunks.
 
-llama.cpp contexts are single-threaded, so all of a model's decoding happens on its engine thread.
+A backend is single-threaded, so all of a model's decoding happens on its engine thread.
 Handlers submit requests and read chunks from an asyncio queue that the engine thread fills with
 `call_soon_threadsafe`; leaving the stream early (a disconnect, a cancelled task) cancels the
-submission, and the scheduler frees its KV-cache slot at the next step.
+request, and the scheduler frees its KV-cache slot at the next step.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from typing import Any
 from hallmark import __version__
 from hallmark.engine.request import Request
 from hallmark.engine.results import StreamChunk
-from hallmark.engine.scheduler import Scheduler, StepError, Submission
+from hallmark.engine.scheduler import Scheduler, StepError
+from hallmark.errors import EngineStopped
 from hallmark.model import Model
 
 log = logging.getLogger("hallmark.server")
@@ -49,9 +50,10 @@ def deliver(pairs: list[tuple[Sink, Any]]) -> None:
 
 
 class SequenceGroup:
-    """The sequences of one HTTP request (n choices); iterate for (index, chunk) as they are made.
+    """The requests of one HTTP request (n choices, several prompts); iterate for (index, chunk)
+    as they are made.
 
-    Each sequence's last chunk carries `.final`; iteration ends when all have one. `close()`
+    Each request's last chunk carries `.final`; iteration ends when all have one. `close()`
     (also run when iteration stops early) cancels the unfinished ones.
     """
 
@@ -59,17 +61,17 @@ class SequenceGroup:
         self.engine = engine
         loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue[tuple[int, StreamChunk | BaseException]] = asyncio.Queue()
-        self.subs: list[Submission] = []
+        self.requests: list[Request] = []
         try:
             for i, request in enumerate(requests):
-                self.subs.append(engine.submit(request, Sink(loop, self.queue, i)))
+                self.requests.append(engine.submit(request, Sink(loop, self.queue, i)))
         except BaseException:
             self.close()
             raise
 
     async def __aiter__(self) -> AsyncIterator[tuple[int, StreamChunk]]:
         try:
-            remaining = len(self.subs)
+            remaining = len(self.requests)
             while remaining:
                 i, item = await self.queue.get()
                 if isinstance(item, BaseException):
@@ -81,9 +83,9 @@ class SequenceGroup:
             self.close()
 
     def close(self) -> None:
-        for sub in self.subs:
-            if not sub.finished:
-                self.engine.scheduler.cancel(sub)
+        for request in self.requests:
+            if not request.finished:
+                self.engine.scheduler.cancel(request)
 
 
 class ModelEngine:
@@ -115,15 +117,15 @@ class ModelEngine:
     @property
     def fingerprint(self) -> str:
         """OpenAI's system_fingerprint: which build and which tokenizer answered."""
-        return f"hallmark-{__version__}-{self.model.backend.fingerprint()[:10]}"
+        return f"hallmark-{__version__}-{self.model.fingerprint[:10]}"
 
     def open(self, requests: list[Request]) -> SequenceGroup:
         """Submit the sequences of one HTTP request now (errors such as a full queue raise here)."""
         return SequenceGroup(self, requests)
 
-    def submit(self, request: Request, sink: Sink) -> Submission:
+    def submit(self, request: Request, sink: Sink) -> Request:
         if self._stopping:
-            raise RuntimeError("the server is shutting down")
+            raise EngineStopped("the server is shutting down")
         return self.scheduler.submit(request, sink)
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -143,12 +145,12 @@ class ModelEngine:
                 sched.settle_arrivals(self.batch_wait, 5 * self.batch_wait)
             try:
                 events = sched.step()
-            except StepError as e:  # the step's sequences were released; tell their handlers
+            except StepError as e:  # the step's requests were released; tell their handlers
                 log.error("%s", e)
-                deliver([(sub.sink, e) for sub in e.failed])
+                deliver([(r.sink, e) for r in e.failed])
                 continue
-            deliver([(sub.sink, chunk) for sub, chunk in events])
+            deliver([(r.sink, chunk) for r, chunk in events])
         stopped = sched.abort_all()
         deliver(
-            [(sub.sink, RuntimeError("the server shut down before this request finished")) for sub in stopped]
+            [(r.sink, EngineStopped("the server shut down before this request finished")) for r in stopped]
         )

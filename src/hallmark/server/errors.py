@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,8 +12,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from hallmark.engine.scheduler import QueueFullError
-from hallmark.errors import ContextLengthError, HallmarkError, UnknownModelError
+from hallmark.engine.scheduler import QueueFullError, StepError
+from hallmark.errors import (
+    BackendError,
+    ContextLengthError,
+    EngineStopped,
+    HallmarkError,
+    InvalidSamplingError,
+    UnknownModelError,
+)
 
 log = logging.getLogger("hallmark.server")
 
@@ -42,23 +50,58 @@ class APIError(Exception):
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
 
-def from_hallmark_error(e: HallmarkError) -> APIError:
-    """The HTTP form of an error raised by the engine for bad input or overload."""
+@dataclass(frozen=True)
+class ErrorKind:
+    """How one exception type is answered over HTTP."""
+
+    status: int
+    type: str = "invalid_request_error"
+    code: str | None = None
+    param: str | None = None
+    headers: dict[str, str] | None = None
+
+
+# Exception type -> HTTP status and OpenAI error type/code: the first matching row wins, so the
+# more specific types come first. Every error the engine raises reaches the client through here.
+ERROR_TABLE: tuple[tuple[type[Exception], ErrorKind], ...] = (
+    (ContextLengthError, ErrorKind(400, code="context_length_exceeded")),
+    (QueueFullError, ErrorKind(503, "server_overloaded", "queue_full", headers={"Retry-After": "1"})),
+    (EngineStopped, ErrorKind(503, "server_error", "shutting_down")),
+    (UnknownModelError, ErrorKind(404, code="model_not_found", param="model")),
+    (StepError, ErrorKind(500, "server_error")),
+    (BackendError, ErrorKind(500, "server_error")),
+    (InvalidSamplingError, ErrorKind(400, code="invalid_value")),
+    (HallmarkError, ErrorKind(400)),  # any other bad input
+)
+
+
+def to_api_error(e: Exception, prompt_param: str = "messages") -> APIError:
+    """The HTTP form of an exception raised while serving (see ERROR_TABLE).
+
+    `prompt_param` names the request field that holds the prompt ("messages" or "prompt"), for a
+    prompt that does not fit the context window.
+    """
+    if isinstance(e, APIError):
+        return e
+    kind = next((k for cls, k in ERROR_TABLE if isinstance(e, cls)), None)
+    if kind is None:
+        raise e  # not an expected error: the internal-error handler logs it
+    message, param = str(e), kind.param
     if isinstance(e, ContextLengthError):
-        return APIError(
-            400,
-            f"This model's maximum context length is {e.n_ctx} tokens. However, your request has "
-            f"{e.prompt_tokens} prompt tokens. Please reduce the length of the prompt.",
-            param="messages",
-            code="context_length_exceeded",
-        )
-    if isinstance(e, QueueFullError):
-        return APIError(
-            503, str(e), type="server_overloaded", code="queue_full", headers={"Retry-After": "1"}
-        )
-    if isinstance(e, UnknownModelError):
-        return APIError(404, str(e), param="model", code="model_not_found")
-    return APIError(400, str(e))
+        message = f"This model's maximum context length is {e.n_ctx} tokens. However, "
+        if e.max_tokens is None:
+            message += (
+                f"your request has {e.prompt_tokens} prompt tokens. Please reduce the length of the prompt."
+            )
+            param = prompt_param
+        else:
+            message += (
+                f"you requested {e.prompt_tokens + e.max_tokens} tokens ({e.prompt_tokens} in the prompt, "
+                f"{e.max_tokens} for the completion). "
+                "Please reduce the length of the prompt or the completion."
+            )
+            param = "max_tokens"
+    return APIError(kind.status, message, type=kind.type, param=param, code=kind.code, headers=kind.headers)
 
 
 def _validation_error(exc: RequestValidationError) -> APIError:
@@ -102,7 +145,7 @@ def install_handlers(app: FastAPI, on_error: OnError | None = None) -> None:
 
     @app.exception_handler(HallmarkError)
     async def _hallmark(request: Request, exc: HallmarkError) -> JSONResponse:
-        return await respond(request, from_hallmark_error(exc))
+        return await respond(request, to_api_error(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

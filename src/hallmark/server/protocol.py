@@ -10,6 +10,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from hallmark.engine.sampling import SamplingParams
+from hallmark.watermark.spec import DEFAULT_FPR
+
 
 class OpenAIRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -46,6 +49,8 @@ class SamplingFields(OpenAIRequest):
     top_k: int | None = Field(None, ge=0)
     min_p: float | None = Field(None, ge=0, le=1)
     repetition_penalty: float | None = Field(None, gt=0)
+    # llama-server and vLLM accept it, and benchmark clients send it to get fixed-length outputs.
+    ignore_eos: bool | None = None
 
     @field_validator("stop")
     @classmethod
@@ -73,6 +78,39 @@ class SamplingFields(OpenAIRequest):
 
     def stop_list(self) -> tuple[str, ...]:
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+
+    def token_limit(self) -> int | None:
+        """The completion tokens asked for; None: until the model stops or the context is full."""
+        return self.max_tokens
+
+    def logprobs_count(self) -> int | None:
+        """How many alternatives each token's log-probability comes with; None: no logprobs."""
+        return None
+
+    def to_sampling_params(self) -> SamplingParams:
+        """hallmark's SamplingParams for this request; fields not sent keep hallmark's defaults.
+
+        Raises InvalidSamplingError for a value the engine refuses (a 400 through the error table).
+        """
+        sent = {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "min_p": self.min_p,
+            "repetition_penalty": self.repetition_penalty,
+            "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty,
+            "seed": self.seed,
+            "ignore_eos": self.ignore_eos,
+            "logprobs": self.logprobs_count(),
+        }
+        fields: dict[str, Any] = {k: v for k, v in sent.items() if v is not None}
+        if self.logit_bias:
+            fields["logit_bias"] = {int(k): v for k, v in self.logit_bias.items()}
+        # OpenAI semantics: without max_tokens, generate until the model stops or the context is full.
+        fields["max_tokens"] = self.token_limit()
+        fields["stop"] = self.stop_list()
+        return SamplingParams(**fields)
 
 
 class TextPart(OpenAIRequest):
@@ -107,13 +145,16 @@ class ChatCompletionRequest(SamplingFields):
     def token_limit(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
+    def logprobs_count(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
+
 
 class CompletionRequest(SamplingFields):
     prompt: str | list[str] | list[int] | list[list[int]]
     logprobs: int | None = Field(None, ge=0, le=20)
 
-    def token_limit(self) -> int | None:
-        return self.max_tokens
+    def logprobs_count(self) -> int | None:
+        return self.logprobs
 
     def prompts(self) -> list[str | list[int]]:
         """The prompt field as a list of prompts (text or token ids)."""
@@ -129,5 +170,5 @@ class DetectRequest(OpenAIRequest):
     text: str
     model: str | None = None  # whose tokenizer to use; default: the model the spec names, or the first served
     spec: str | None = None  # a spec id or JSON; default: the served model's own spec
-    fpr: float = Field(1e-3, gt=0, lt=1)
+    fpr: float = Field(DEFAULT_FPR, gt=0, lt=1)
     windowed: bool = True

@@ -1,4 +1,11 @@
-"""What chat and text completions share: server state, sampling, provenance, running, logging."""
+"""The one serving path that chat and text completions share.
+
+`serve_completion` is the skeleton: sampling parameters from the request body, the endpoint's
+engine requests (tokenized and checked against the context window), provenance, submission, then
+either a stream of SSE chunks or one JSON response; the request is logged and counted however it
+ends. An `Endpoint` (serving_chat.py, serving_completions.py) fills in what differs: how prompts
+become requests and how choices and stream chunks look.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +15,23 @@ import json
 import logging
 import time
 import uuid
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request as HTTPRequest
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from hallmark import __version__
-from hallmark.engine.request import Request
-from hallmark.engine.results import GenerationResult
+from hallmark.engine.generate import in_order
+from hallmark.engine.request import Request, check_fits, watermark_applies
+from hallmark.engine.results import GenerationResult, StreamChunk
 from hallmark.engine.sampling import SamplingParams
 from hallmark.errors import HallmarkError
 from hallmark.requestlog import LogRecord, RequestLog
 from hallmark.server.engine import ModelEngine, SequenceGroup
-from hallmark.server.errors import APIError, from_hallmark_error
+from hallmark.server.errors import APIError, to_api_error
 from hallmark.server.metrics import Metrics
 from hallmark.server.protocol import SamplingFields
 
@@ -49,66 +60,175 @@ class ServerState:
         return self.engines[real]
 
 
-def sampling_from(body: SamplingFields, limit: int | None, logprobs: int | None) -> SamplingParams:
-    """hallmark's SamplingParams from an OpenAI request; unset fields keep hallmark's defaults."""
-    fields: dict[str, Any] = {
-        "temperature": body.temperature,
-        "top_p": body.top_p,
-        "top_k": body.top_k,
-        "min_p": body.min_p,
-        "repetition_penalty": body.repetition_penalty,
-        "presence_penalty": body.presence_penalty,
-        "frequency_penalty": body.frequency_penalty,
-        "seed": body.seed,
-        "logprobs": logprobs,
-    }
-    overrides = {k: v for k, v in fields.items() if v is not None}
-    if body.logit_bias:
-        overrides["logit_bias"] = {int(k): v for k, v in body.logit_bias.items()}
-    # OpenAI semantics: without max_tokens, generate until the model stops or the context is full.
-    overrides["max_tokens"] = limit
-    overrides["stop"] = body.stop_list()
+class Endpoint(ABC):
+    """What one completion endpoint fills into the skeleton."""
+
+    path: str  # e.g. /v1/chat/completions
+    id_prefix: str  # of response ids: chatcmpl, cmpl
+    object: str  # of the response: chat.completion, text_completion
+    chunk_object: str  # of each stream chunk
+    prompt_param: str  # the body field holding the prompt, named in context-length errors
+
+    @abstractmethod
+    def prompt_requests(self, engine: ModelEngine, body: Any, params: SamplingParams) -> list[Request]:
+        """One engine request per prompt (tokenized; HallmarkError for bad input)."""
+
+    @abstractmethod
+    def log_prompt(self, body: Any) -> str:
+        """The prompt as the request log stores it."""
+
+    @abstractmethod
+    def choice(self, engine: ModelEngine, index: int, result: GenerationResult, body: Any) -> dict[str, Any]:
+        """A finished choice of the non-streaming response."""
+
+    @abstractmethod
+    def stream_choices(
+        self, engine: ModelEngine, index: int, piece: StreamChunk, text_before: str, body: Any
+    ) -> list[dict[str, Any]]:
+        """The stream chunks' choices for one piece of a choice's output (none, one or more)."""
+
+    @abstractmethod
+    def partial_choice(self, index: int, text: str, result: GenerationResult | None) -> dict[str, Any]:
+        """A choice as far as it got, for the request log of a stream."""
+
+    def opening_choices(self, n: int) -> list[dict[str, Any]] | None:
+        """Choices of a first stream chunk sent before any output (chat's role deltas), if any."""
+        return None
+
+
+async def serve_completion(
+    state: ServerState, api: Endpoint, body: SamplingFields, http: HTTPRequest
+) -> Response:
+    engine = state.engine(body.model)
     try:
-        return SamplingParams(**overrides)
+        params = body.to_sampling_params()
+        bases = api.prompt_requests(engine, body, params)
+        for base in bases:
+            base.validate(engine.model.n_ctx, engine.model.n_vocab)
+            check_fits(len(base.prompt_ids), engine.model.n_ctx, params.max_tokens)
     except HallmarkError as e:
-        raise APIError(400, str(e), code="invalid_value") from e
+        raise to_api_error(e, api.prompt_param) from e
+    n_prompt = sum(len(b.prompt_ids) for b in bases)  # each prompt counts once, whatever n is
+    requests = [r for base in bases for r in choice_requests(base, body.n)]
+    request_id = new_id(api.id_prefix)
+    info, headers = provenance(engine, bases[0], request_id)
+    exchange = Exchange(
+        state,
+        api.path,
+        request_id,
+        engine.name,
+        http.client.host if http.client else None,
+        body.user,
+        prompt=api.log_prompt(body),
+        params=body.model_dump(exclude={api.prompt_param}, exclude_none=True),
+        spec_id=info["watermark"]["spec_id"],
+        http=http,
+    )
+    group = open_group(engine, requests, exchange, n_prompt)
+    head = {
+        "id": request_id,
+        "created": int(time.time()),
+        "model": engine.name,
+        "system_fingerprint": engine.fingerprint,
+    }
+    if body.stream:
+        events = _stream(api, engine, group, body, head, info, n_prompt, exchange)
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+    results = await collect(group, http, exchange, n_prompt)
+    if results is None:
+        return Response(status_code=499)
+    response = {
+        **head,
+        "object": api.object,
+        "choices": [api.choice(engine, i, r, body) for i, r in enumerate(results)],
+        "usage": usage(n_prompt, results),
+        "timings": results[0].timings.to_dict(),
+        "hallmark": final_provenance(info, results),
+    }
+    exchange.finish("completed", 200, results, n_prompt, response=response)
+    return JSONResponse(response, headers=headers)
 
 
-def choice_requests(engine: ModelEngine, base: Request, n: int) -> list[Request]:
-    """n sequences of one prompt; with a seed, choice i uses seed + i so choices differ but repeat."""
+async def _stream(
+    api: Endpoint,
+    engine: ModelEngine,
+    group: SequenceGroup,
+    body: SamplingFields,
+    head: dict[str, Any],
+    info: dict[str, Any],
+    n_prompt: int,
+    exchange: Exchange,
+) -> AsyncIterator[str]:
+    include_usage = body.stream_options is not None and body.stream_options.include_usage
+    n = len(group.requests)
+    results: list[GenerationResult | None] = [None] * n
+    texts = [""] * n
+    base = {**head, "object": api.chunk_object}
+    extra = {"usage": None} if include_usage else {}
+    provenance_sent = False
+
+    def chunk(choices: list[dict[str, Any]]) -> str:
+        nonlocal provenance_sent
+        more = {} if provenance_sent else {"hallmark": info}  # the first chunk says what this is
+        provenance_sent = True
+        return sse({**base, "choices": choices, **extra, **more})
+
+    status, error = "cancelled", "client disconnected"
+    try:
+        opening = api.opening_choices(n)
+        if opening is not None:
+            yield chunk(opening)
+        async for i, piece in group:
+            exchange.token_arrived()
+            for choice in api.stream_choices(engine, i, piece, texts[i], body):
+                yield chunk([choice])
+            texts[i] += piece.text
+            if piece.final is not None:
+                results[i] = piece.final
+        final_info = final_provenance(info, results)
+        if include_usage:
+            yield sse({**base, "choices": [], "usage": usage(n_prompt, results), "hallmark": final_info})
+        else:
+            yield sse({**base, "choices": [], "hallmark": final_info})
+        yield sse("[DONE]")
+        status, error = "completed", None
+    except HallmarkError as e:
+        err = to_api_error(e, api.prompt_param)
+        status, error = "error", err.message
+        yield sse(err.body())
+    finally:
+        group.close()
+        response = {
+            **head,
+            "object": api.object,
+            "choices": [
+                api.partial_choice(i, t, r) for i, (t, r) in enumerate(zip(texts, results, strict=True))
+            ],
+            "usage": usage(n_prompt, results),
+        }
+        http_status = 200 if status != "cancelled" else 499
+        exchange.finish(status, http_status, results, n_prompt, response=response, error=error, partial=texts)
+
+
+def choice_requests(base: Request, n: int) -> list[Request]:
+    """n requests for one prompt; with a seed, choice i uses seed + i so choices differ but repeat."""
+    if n == 1:
+        return [base]
     seed = base.params.seed
     return [
-        Request(
-            base.prompt_ids,
-            base.params if seed is None else base.params.with_overrides(seed=seed + i),
-            base.watermark,
-        )
+        base.copy_with(base.params if seed is None else base.params.with_overrides(seed=seed + i))
         for i in range(n)
     ]
 
 
-def check_fits(engine: ModelEngine, prompt_tokens: int, limit: int | None) -> None:
-    """400 for a request that cannot fit the context window: never truncate silently."""
-    n_ctx = engine.model.n_ctx
-    if limit is not None and prompt_tokens + limit > n_ctx:
-        raise APIError(
-            400,
-            f"This model's maximum context length is {n_ctx} tokens. However, you requested "
-            f"{prompt_tokens + limit} tokens ({prompt_tokens} in the prompt, {limit} for the completion). "
-            f"Please reduce the length of the prompt or the completion.",
-            param="max_tokens",
-            code="context_length_exceeded",
-        )
-
-
 # -- provenance -------------------------------------------------------------------------------------
 def provenance(
-    engine: ModelEngine, params: SamplingParams, request_id: str
+    engine: ModelEngine, request: Request, request_id: str
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """The `hallmark` extension object and response headers that mark a response as AI-generated."""
     spec = engine.model.watermark_spec  # the key was loaded (or created) when the server started
     spec_id = spec.spec_id if spec is not None else None
-    applied = spec is not None and params.watermark and not params.greedy
+    applied = watermark_applies(engine.model.watermark, request.params)
     disclosure = (
         f"AI-generated text from the language model {engine.name}, served by hallmark; "
         "not written by a person."
@@ -118,7 +238,7 @@ def provenance(
             f" It carries the statistical watermark {spec_id}; "
             "verify with POST /v1/detect or `hallmark detect`."
         )
-    elif params.greedy:
+    elif request.params.greedy:
         disclosure += " Greedy decoding (temperature 0) carries no watermark."
     info = {
         "ai_generated": True,
@@ -148,9 +268,13 @@ def final_provenance(info: dict[str, Any], results: list[GenerationResult | None
 
 
 # -- running --------------------------------------------------------------------------------------
+class ClientGone(Exception):
+    """The client disconnected before the response was ready."""
+
+
 async def run_to_completion(group: SequenceGroup, http: HTTPRequest) -> list[GenerationResult]:
-    """Final results of all sequences; a client that disconnects cancels them (freeing their slots)."""
-    results: list[GenerationResult | None] = [None] * len(group.subs)
+    """Final results of all requests; a client that disconnects cancels them (freeing their slots)."""
+    results: list[GenerationResult | None] = [None] * len(group.requests)
 
     async def consume() -> None:
         async for i, chunk in group:
@@ -170,21 +294,17 @@ async def run_to_completion(group: SequenceGroup, http: HTTPRequest) -> list[Gen
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         group.close()
-    return [r for r in results if r is not None]
-
-
-class ClientGone(Exception):
-    """The client disconnected before the response was ready."""
+    return in_order(results)
 
 
 def open_group(
     engine: ModelEngine, requests: list[Request], exchange: Exchange, n_prompt: int
 ) -> SequenceGroup:
-    """Submit the sequences; a refusal (full queue, shutdown) is logged and raised as an APIError."""
+    """Submit the requests; a refusal (full queue, shutdown) is logged and raised as an APIError."""
     try:
         return engine.open(requests)
-    except Exception as e:
-        err = submit_errors(e)
+    except HallmarkError as e:
+        err = to_api_error(e)
         exchange.finish("error", err.status, [], n_prompt, error=err.message)
         raise err from e
 
@@ -199,18 +319,9 @@ async def collect(
         exchange.finish("cancelled", 499, [], n_prompt, error="client disconnected")
         return None
     except HallmarkError as e:
-        exchange.finish("error", 500, [], n_prompt, error=str(e))
-        raise APIError(500, str(e), type="server_error") from e
-
-
-def submit_errors(e: Exception) -> APIError:
-    if isinstance(e, APIError):
-        return e
-    if isinstance(e, HallmarkError):
-        return from_hallmark_error(e)
-    if isinstance(e, RuntimeError):  # the engine is shutting down
-        return APIError(503, str(e), type="server_error", code="shutting_down")
-    raise e
+        err = to_api_error(e)
+        exchange.finish("error", err.status, [], n_prompt, error=err.message)
+        raise err from e
 
 
 def sse(data: dict[str, Any] | str) -> str:
@@ -275,8 +386,9 @@ class Exchange:
             return
         self.done = True
         elapsed = time.perf_counter() - self.t0
-        texts = partial if partial is not None else [r.text if r else "" for r in results]
-        completion = sum(r.completion_tokens for r in results if r is not None)
+        finished = [r for r in results if r is not None]  # a cancelled stream has unfinished choices
+        texts = partial if partial is not None else [r.text for r in finished]
+        completion = sum(r.completion_tokens for r in finished)
         m = self.state.metrics
         if m:
             m.requests.labels(self.endpoint, self.model, status).inc()
@@ -284,7 +396,7 @@ class Exchange:
             m.prompt_tokens.labels(self.model).inc(prompt_tokens or 0)
             m.generated_tokens.labels(self.model).inc(completion)
             m.watermarked_tokens.labels(self.model).inc(
-                sum(r.watermark.watermarked_tokens for r in results if r is not None and r.watermark)
+                sum(r.watermark.watermarked_tokens for r in finished if r.watermark)
             )
         if self.state.request_log is None:
             return
@@ -298,12 +410,14 @@ class Exchange:
             http_status=http_status,
             prompt=self.prompt,
             params=self.params,
-            output=texts[0] if len(texts) == 1 else json.dumps(texts, ensure_ascii=False),
+            output=(texts[0] if len(texts) == 1 else json.dumps(texts, ensure_ascii=False))
+            if texts
+            else None,
             response=response,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion,
             duration_ms=elapsed * 1e3,
-            timings=[r.timings.to_dict() for r in results if r is not None] or None,
+            timings=[r.timings.to_dict() for r in finished] or None,
             watermark_spec=self.spec_id,
             error=error,
         )

@@ -1,40 +1,24 @@
-"""POST /v1/chat/completions: the chat template, n choices, streaming, logprobs, provenance."""
+"""POST /v1/chat/completions: what chat fills into the shared serving skeleton (serving.py).
+
+Messages go through the model's chat template; a stream opens with each choice's role, sends
+content deltas, then a chunk with the finish reason; logprobs are OpenAI's `content` list.
+"""
 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import Request as HTTPRequest
-from fastapi.responses import JSONResponse, Response, StreamingResponse
-
-from hallmark.engine.results import GenerationResult, TokenLogprob
-from hallmark.errors import HallmarkError
-from hallmark.server.engine import ModelEngine, SequenceGroup
-from hallmark.server.errors import APIError, from_hallmark_error
+from hallmark.engine.request import Request
+from hallmark.engine.results import GenerationResult, StreamChunk, TokenLogprob
+from hallmark.engine.sampling import SamplingParams
+from hallmark.server.engine import ModelEngine
 from hallmark.server.protocol import ChatCompletionRequest
-from hallmark.server.serving import (
-    Exchange,
-    ServerState,
-    check_fits,
-    choice_requests,
-    collect,
-    final_provenance,
-    new_id,
-    open_group,
-    provenance,
-    sampling_from,
-    sse,
-    usage,
-)
-
-ENDPOINT = "/v1/chat/completions"
+from hallmark.server.serving import Endpoint
 
 
 def logprob_content(engine: ModelEngine, lps: list[TokenLogprob]) -> list[dict[str, Any]]:
-    tb = engine.model.backend.token_bytes
+    tb = engine.model.tokenizer.token_bytes
     return [
         {
             "token": lp.text,
@@ -48,136 +32,77 @@ def logprob_content(engine: ModelEngine, lps: list[TokenLogprob]) -> list[dict[s
     ]
 
 
-async def create_chat_completion(
-    state: ServerState, body: ChatCompletionRequest, http: HTTPRequest
-) -> Response:
-    engine = state.engine(body.model)
-    limit = body.token_limit()
-    params = sampling_from(body, limit, (body.top_logprobs or 0) if body.logprobs else None)
-    messages = [
+def _messages(body: ChatCompletionRequest) -> list[dict[str, str]]:
+    # OpenAI's "developer" role is the system prompt of newer models; templates know "system".
+    return [
         {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages
     ]
-    try:
-        base = engine.model.chat_request(messages, params)
-        base.validate(engine.model.backend)
-    except HallmarkError as e:
-        raise from_hallmark_error(e) from e
-    n_prompt = len(base.prompt_ids)
-    check_fits(engine, n_prompt, limit)
-    request_id = new_id("chatcmpl")
-    info, headers = provenance(engine, params, request_id)
-    exchange = Exchange(
-        state,
-        ENDPOINT,
-        request_id,
-        engine.name,
-        http.client.host if http.client else None,
-        body.user,
-        prompt=json.dumps(messages, ensure_ascii=False),
-        params=body.model_dump(exclude={"messages"}, exclude_none=True),
-        spec_id=info["watermark"]["spec_id"],
-        http=http,
-    )
-    group = open_group(engine, choice_requests(engine, base, body.n), exchange, n_prompt)
-    created = int(time.time())
-    head = {
-        "id": request_id,
-        "created": created,
-        "model": engine.name,
-        "system_fingerprint": engine.fingerprint,
-    }
-    if body.stream:
-        events = _stream(engine, group, body, head, info, n_prompt, exchange)
-        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
-    results = await collect(group, http, exchange, n_prompt)
-    if results is None:
-        return Response(status_code=499)
-    response = {
-        **head,
-        "object": "chat.completion",
-        "choices": [_choice(engine, i, r, body.logprobs) for i, r in enumerate(results)],
-        "usage": usage(n_prompt, results),
-        "timings": results[0].timings.to_dict(),
-        "hallmark": final_provenance(info, results),
-    }
-    exchange.finish("completed", 200, results, n_prompt, response=response)
-    return JSONResponse(response, headers=headers)
 
 
-def _choice(engine: ModelEngine, i: int, r: GenerationResult, logprobs: bool) -> dict[str, Any]:
-    return {
-        "index": i,
-        "message": {"role": "assistant", "content": r.text},
-        "logprobs": {"content": logprob_content(engine, r.logprobs or [])} if logprobs else None,
-        "finish_reason": r.finish_reason,
-    }
+class ChatCompletions(Endpoint):
+    path = "/v1/chat/completions"
+    id_prefix = "chatcmpl"
+    object = "chat.completion"
+    chunk_object = "chat.completion.chunk"
+    prompt_param = "messages"
 
+    def prompt_requests(
+        self, engine: ModelEngine, body: ChatCompletionRequest, params: SamplingParams
+    ) -> list[Request]:
+        return [engine.model.chat_request(_messages(body), params)]
 
-async def _stream(
-    engine: ModelEngine,
-    group: SequenceGroup,
-    body: ChatCompletionRequest,
-    head: dict[str, Any],
-    info: dict[str, Any],
-    n_prompt: int,
-    exchange: Exchange,
-) -> AsyncIterator[str]:
-    include_usage = body.stream_options is not None and body.stream_options.include_usage
-    results: list[GenerationResult | None] = [None] * body.n
-    texts = [""] * body.n
-    base = {**head, "object": "chat.completion.chunk"}
-    extra = {"usage": None} if include_usage else {}
+    def log_prompt(self, body: ChatCompletionRequest) -> str:
+        return json.dumps(_messages(body), ensure_ascii=False)
 
-    def chunk(choices: list[dict[str, Any]], **more: Any) -> str:
-        return sse({**base, "choices": choices, **extra, **more})
+    def choice(
+        self, engine: ModelEngine, index: int, result: GenerationResult, body: ChatCompletionRequest
+    ) -> dict[str, Any]:
+        return {
+            "index": index,
+            "message": {"role": "assistant", "content": result.text},
+            "logprobs": {"content": logprob_content(engine, result.logprobs or [])}
+            if body.logprobs
+            else None,
+            "finish_reason": result.finish_reason,
+        }
 
-    status, error = "cancelled", "client disconnected"
-    try:
-        first = [
+    def opening_choices(self, n: int) -> list[dict[str, Any]]:
+        return [
             {
                 "index": i,
                 "delta": {"role": "assistant", "content": ""},
                 "logprobs": None,
                 "finish_reason": None,
             }
-            for i in range(body.n)
+            for i in range(n)
         ]
-        yield chunk(first, hallmark=info)
-        async for i, piece in group:
-            exchange.token_arrived()
-            texts[i] += piece.text
-            lp = {"content": logprob_content(engine, piece.logprobs or [])} if body.logprobs else None
-            if piece.text or (lp and lp["content"]):
-                delta = {"index": i, "delta": {"content": piece.text}, "logprobs": lp, "finish_reason": None}
-                yield chunk([delta])
-            if piece.final is not None:
-                results[i] = piece.final
-                done = {"index": i, "delta": {}, "logprobs": None, "finish_reason": piece.final.finish_reason}
-                yield chunk([done])
-        final_info = final_provenance(info, results)
-        if include_usage:
-            yield sse({**base, "choices": [], "usage": usage(n_prompt, results), "hallmark": final_info})
-        else:
-            yield chunk([], hallmark=final_info)
-        yield sse("[DONE]")
-        status, error = "completed", None
-    except HallmarkError as e:
-        status, error = "error", str(e)
-        yield sse(APIError(500, str(e), type="server_error").body())
-    finally:
-        group.close()
-        response = {
-            **head,
-            "object": "chat.completion",
-            "choices": [
-                {
-                    "index": i,
-                    "message": {"role": "assistant", "content": t},
-                    "finish_reason": r and r.finish_reason,
-                }
-                for i, (t, r) in enumerate(zip(texts, results, strict=True))
-            ],
-            "usage": usage(n_prompt, results),
+
+    def stream_choices(
+        self,
+        engine: ModelEngine,
+        index: int,
+        piece: StreamChunk,
+        text_before: str,
+        body: ChatCompletionRequest,
+    ) -> list[dict[str, Any]]:
+        out = []
+        lp = {"content": logprob_content(engine, piece.logprobs or [])} if body.logprobs else None
+        if piece.text or (lp and lp["content"]):
+            out.append(
+                {"index": index, "delta": {"content": piece.text}, "logprobs": lp, "finish_reason": None}
+            )
+        if piece.final is not None:
+            out.append(
+                {"index": index, "delta": {}, "logprobs": None, "finish_reason": piece.final.finish_reason}
+            )
+        return out
+
+    def partial_choice(self, index: int, text: str, result: GenerationResult | None) -> dict[str, Any]:
+        return {
+            "index": index,
+            "message": {"role": "assistant", "content": text},
+            "finish_reason": result and result.finish_reason,
         }
-        http_status = 200 if status != "cancelled" else 499
-        exchange.finish(status, http_status, results, n_prompt, response=response, error=error, partial=texts)
+
+
+CHAT = ChatCompletions()

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hallmark.engine.request import Request
+from hallmark.engine.generate import in_order
+from hallmark.engine.request import Request, check_fits, fits_context
 from hallmark.engine.results import GenerationResult
 from hallmark.engine.sampling import SamplingParams, sampling_params
 from hallmark.errors import PromptError
@@ -95,7 +96,7 @@ def prompt_tokens(model: Model, prompt: TaskPrompt) -> int:
 
 
 def fits(model: Model, prompt: TaskPrompt, max_tokens: int) -> bool:
-    return prompt_tokens(model, prompt) + max_tokens <= model.n_ctx
+    return fits_context(prompt_tokens(model, prompt), model.n_ctx, max_tokens)
 
 
 def run_prompts(
@@ -109,20 +110,15 @@ def run_prompts(
     requests = []
     for prompt, limit in zip(prompts, max_tokens, strict=True):
         request = request_for(model, prompt, params, limit)
-        n_prompt = len(request.prompt_ids)
-        if n_prompt + (request.params.max_tokens or 0) > model.n_ctx:
-            # The task functions split inputs to fit; reaching here means a piece could not be.
-            raise PromptError(
-                f"a task prompt is {n_prompt} tokens and its answer may need {request.params.max_tokens} "
-                f"more, beyond the model's {model.n_ctx}-token context window"
-            )
+        # The task functions split inputs to fit; failing here means a piece could not be.
+        check_fits(len(request.prompt_ids), model.n_ctx, request.params.max_tokens)
         requests.append(request)
     out: list[tuple[str, GenerationResult] | None] = [None] * len(requests)
     with progress_bar(len(requests), progress or "", enabled=progress is not None, unit="it") as bar:
         for i, result in model.generate_requests(requests):
             out[i] = (prompts[i].clean(result.text), result)
             bar.update(1)
-    done = [o for o in out if o is not None]
+    done = in_order(out)
     retry = [
         i
         for i, (text, _) in enumerate(done)

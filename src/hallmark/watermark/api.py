@@ -1,15 +1,20 @@
-"""`hallmark.detect()`: resolve the tokenizer, spec and key, then run the detector."""
+"""`hallmark.detect()`: resolve the tokenizer, spec and key, then run the detector.
+
+`detector_for` is the one place that turns (tokenizer, spec or scheme, key) into a Detector; the
+Python API and CLI reach it through `build_detector` (which opens a catalog model's tokenizer),
+the server with the tokenizers of the models it serves.
+"""
 
 from __future__ import annotations
 
 import os
 
-from hallmark.backends.llamacpp import Tokenizer
+from hallmark.backends import Tokenizer, open_tokenizer
 from hallmark.catalog import CATALOG, DEFAULT_MODEL, is_installed, model_path, resolve
 from hallmark.errors import WatermarkSpecError
-from hallmark.watermark.detect import DEFAULT_FPR, DetectionResult, Detector
+from hallmark.watermark.detect import DetectionResult, Detector, check_detect_args
 from hallmark.watermark.keys import WatermarkKey, default_key, find_key
-from hallmark.watermark.spec import DEFAULT_SCHEME, WatermarkSpec
+from hallmark.watermark.spec import DEFAULT_FPR, DEFAULT_SCHEME, WatermarkSpec
 
 _TOKENIZERS: dict[str, Tokenizer] = {}  # path -> tokenizer; loading one costs 0.1-0.8 s
 
@@ -18,7 +23,7 @@ def load_tokenizer(name_or_path: str | os.PathLike[str]) -> tuple[str, Tokenizer
     resolved = resolve(name_or_path)
     key = str(resolved.path)
     if key not in _TOKENIZERS:
-        _TOKENIZERS[key] = Tokenizer(resolved.path)
+        _TOKENIZERS[key] = open_tokenizer(resolved.path)
     return resolved.name, _TOKENIZERS[key]
 
 
@@ -34,6 +39,33 @@ def _model_for_tokenizer(fingerprint: str) -> str:
     )
 
 
+def detector_for(
+    tokenizer: Tokenizer,
+    tokenizer_name: str,
+    spec: WatermarkSpec | None = None,
+    key: WatermarkKey | str | None = None,
+    scheme: str = DEFAULT_SCHEME,
+) -> Detector:
+    """A detector for `spec` on this tokenizer (refused if the spec names another tokenizer), or,
+    without a spec, for `scheme` with this tokenizer and the key (default: the spec's key, else
+    the user's default key)."""
+    if spec is not None:
+        spec.check_tokenizer(tokenizer.fingerprint(), tokenizer_name)
+    if isinstance(key, str):
+        wm_key = find_key(key)
+    elif key is not None:
+        wm_key = key
+    elif spec is not None:
+        wm_key = find_key(spec.key_id)  # the key store, or $HALLMARK_WATERMARK_KEY
+    else:
+        wm_key = default_key(create=False)
+    if spec is None:
+        spec = WatermarkSpec.create(scheme, wm_key.key_id, tokenizer.fingerprint())
+    elif wm_key.key_id != spec.key_id:
+        raise WatermarkSpecError(f"key {wm_key.name} ({wm_key.key_id}) is not the key of spec {spec.spec_id}")
+    return Detector(tokenizer, spec, wm_key.secret)
+
+
 def build_detector(
     model: str | os.PathLike[str] | None = None,
     spec: WatermarkSpec | str | None = None,
@@ -45,23 +77,7 @@ def build_detector(
     if model is None:
         model = _model_for_tokenizer(parsed.tokenizer) if parsed is not None else DEFAULT_MODEL
     name, tokenizer = load_tokenizer(model)
-    if parsed is not None:
-        parsed.check_tokenizer(tokenizer.fingerprint(), name)
-    if isinstance(key, str):
-        wm_key = find_key(key)
-    elif key is not None:
-        wm_key = key
-    elif parsed is not None:
-        wm_key = find_key(parsed.key_id)
-    else:
-        wm_key = default_key(create=False)
-    if parsed is None:
-        parsed = WatermarkSpec.create(scheme, wm_key.key_id, tokenizer.fingerprint())
-    elif wm_key.key_id != parsed.key_id:
-        raise WatermarkSpecError(
-            f"key {wm_key.name} ({wm_key.key_id}) is not the key of spec {parsed.spec_id}"
-        )
-    return Detector(tokenizer, parsed, wm_key.secret)
+    return detector_for(tokenizer, name, parsed, key, scheme)
 
 
 def detect(
@@ -74,4 +90,5 @@ def detect(
     windowed: bool = True,
 ) -> DetectionResult:
     """Is `text` watermarked? Needs the tokenizer (from `model`) and the key, not the model weights."""
+    check_detect_args(text, fpr)  # before a tokenizer is loaded for nothing
     return build_detector(model, spec, key, scheme).detect(text, fpr=fpr, windowed=windowed)

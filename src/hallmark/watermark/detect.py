@@ -12,6 +12,7 @@ the per-token scores; their p-values are Bonferroni-corrected for every segment 
 
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -19,13 +20,19 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from hallmark.backends.llamacpp import Vocabulary
+from hallmark.backends.base import Tokenizer
+from hallmark.errors import DetectionError
 from hallmark.watermark.prf import context_seeds
 from hallmark.watermark.schemes import Scheme, make_scheme
-from hallmark.watermark.spec import WatermarkSpec
+from hallmark.watermark.spec import DEFAULT_FPR, WatermarkSpec
 
-DEFAULT_FPR = 1e-3
 MIN_TOKENS = 16  # fewer scored tokens than this: no verdict
+
+
+class Verdict(enum.StrEnum):
+    WATERMARKED = "watermarked"
+    NOT_WATERMARKED = "not_watermarked"
+    TOO_SHORT = "too_short"  # too few scored tokens to decide
 
 
 @dataclass
@@ -49,13 +56,13 @@ class DetectionResult:
     p_value: float
     z_score: float
     fpr: float
-    verdict: str  # "watermarked", "not_watermarked" or "too_short"
+    verdict: Verdict
     message: str
     spans: list[Span] = field(default_factory=list)
 
     @property
     def watermarked(self) -> bool:
-        return self.verdict == "watermarked"
+        return self.verdict is Verdict.WATERMARKED
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -66,8 +73,8 @@ class DetectionResult:
 class Detector:
     """Scores texts against one spec and key; reusable across many texts."""
 
-    def __init__(self, vocab: Vocabulary, spec: WatermarkSpec, secret: bytes):
-        self.vocab = vocab
+    def __init__(self, tokenizer: Tokenizer, spec: WatermarkSpec, secret: bytes):
+        self.tokenizer = tokenizer
         self.spec = spec
         self.scheme: Scheme = make_scheme(spec, secret)
 
@@ -87,14 +94,16 @@ class Detector:
         return ts.positions[keep], ts.scores[keep]
 
     def detect_tokens(self, tokens: list[int] | np.ndarray, fpr: float = DEFAULT_FPR) -> DetectionResult:
+        check_detect_args("", fpr)
         arr = np.asarray(tokens, dtype=np.int64)
         _, scores = self.scored_tokens(arr)
         return self._result(arr.shape[0], scores, fpr)
 
     def detect(self, text: str, fpr: float = DEFAULT_FPR, windowed: bool = False) -> DetectionResult:
-        if not 0 < fpr < 1:
-            raise ValueError(f"fpr must be in (0, 1), got {fpr}")
-        tokens = np.asarray(self.vocab.tokenize(text, add_special=False, parse_special=False), dtype=np.int64)
+        check_detect_args(text, fpr)
+        tokens = np.asarray(
+            self.tokenizer.tokenize(text, add_special=False, parse_special=False), dtype=np.int64
+        )
         positions, scores = self.scored_tokens(tokens)
         result = self._result(tokens.shape[0], scores, fpr)
         if windowed and scores.shape[0] >= MIN_TOKENS:
@@ -108,15 +117,15 @@ class Detector:
         mean, var = self.scheme.null_mean_var()
         z = (total - n * mean) / math.sqrt(n * var) if n else 0.0
         if n < MIN_TOKENS:
-            verdict = "too_short"
+            verdict = Verdict.TOO_SHORT
             message = (
                 f"too short to decide: {n} distinct scored tokens, at least {MIN_TOKENS} are needed "
                 f"(the first {self.scheme.width} tokens of a text and repeats are not scored)"
             )
         elif p < fpr:
-            verdict, message = "watermarked", f"watermarked (p = {p:.3g} < fpr {fpr:g})"
+            verdict, message = Verdict.WATERMARKED, f"watermarked (p = {p:.3g} < fpr {fpr:g})"
         else:
-            verdict, message = "not_watermarked", f"no watermark found (p = {p:.3g} >= fpr {fpr:g})"
+            verdict, message = Verdict.NOT_WATERMARKED, f"no watermark found (p = {p:.3g} >= fpr {fpr:g})"
         return DetectionResult(
             spec_id=self.spec.spec_id,
             scheme=self.spec.scheme,
@@ -167,7 +176,7 @@ class Detector:
 
     def _char_offsets(self, text: str, tokens: np.ndarray) -> list[int]:
         """Character offset where each token starts (plus the end), via the tokens' UTF-8 bytes."""
-        byte_ends = np.cumsum([0] + [len(self.vocab.token_bytes(int(t))) for t in tokens])
+        byte_ends = np.cumsum([0] + [len(self.tokenizer.token_bytes(int(t))) for t in tokens])
         encoded = text.encode("utf-8")
         # Map byte offsets to character offsets; a token boundary inside a character rounds down.
         char_at_byte = np.zeros(len(encoded) + 1, dtype=np.int64)
@@ -178,6 +187,14 @@ class Detector:
             pos += n
         char_at_byte[pos:] = len(text)
         return [int(char_at_byte[min(int(b), len(encoded))]) for b in byte_ends]
+
+
+def check_detect_args(text: object, fpr: object) -> None:
+    """The detector's inputs, checked before any work: a clear error, never a numpy traceback."""
+    if not isinstance(text, str):
+        raise DetectionError(f"the text to test must be a string, got {type(text).__name__}")
+    if isinstance(fpr, bool) or not isinstance(fpr, int | float) or not 0 < fpr < 1:
+        raise DetectionError(f"fpr must be a number in (0, 1), got {fpr!r}")
 
 
 def _max_segment(values: np.ndarray) -> tuple[int, int]:

@@ -20,6 +20,7 @@ from hallmark.errors import WatermarkSpecError
 SPEC_VERSION = 1
 SCHEMES = ("gumbel", "kgw")
 DEFAULT_SCHEME = "gumbel"
+DEFAULT_FPR = 1e-3  # false-positive rate a detection verdict is made at, unless the caller says
 
 # Defaults per scheme. gumbel: Aaronson's exponential-minimum sampling over the 2 previous tokens.
 # Width 2 was chosen by measurement (bench/experiments/watermark_context.py): after 30% word

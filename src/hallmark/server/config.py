@@ -1,0 +1,73 @@
+"""The server's configuration: one typed dataclass; `hallmark serve`'s flags are derived from it.
+
+Each field's default and help are written here once; the CLI turns every field but `models` into
+a flag with a HALLMARK_* environment variable (see hallmark.settings). Importing this module must
+stay cheap: `hallmark --help` reads it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hallmark.settings import setting
+from hallmark.watermark.spec import DEFAULT_SCHEME, SCHEMES
+
+
+@dataclass
+class ServerConfig:
+    models: list[str] = field(default_factory=list)  # catalog names or .gguf paths; empty = the default model
+    host: str = setting("127.0.0.1", help="Address to listen on.")
+    port: int = setting(8000, help="Port to listen on.", min=0, max=65535)
+    api_keys: tuple[str, ...] = setting(
+        (), flag="--api-key", multiple=True, help="Require this key as a Bearer token (repeatable)."
+    )
+    n_ctx: int | None = setting(4096, flag="--ctx-size", min=8, help="Context window per sequence.")
+    max_sequences: int = setting(
+        8, flag="--parallel", min=1, max=256, help="Sequences per model decoded together (KV-cache slots)."
+    )
+    max_waiting: int = setting(
+        64,
+        flag="--max-queue",
+        min=0,
+        help="Sequences that may wait for a slot; beyond that requests get 503.",
+    )
+    prefill_chunk: int = setting(
+        512, min=1, help="Most prompt tokens prefilled per step (keeps other streams flowing)."
+    )
+    prefix_cache: bool = setting(
+        True,
+        flag="--no-prefix-cache",
+        negated=True,
+        help="Re-evaluate every prompt in full (no KV-cache reuse).",
+    )
+    batch_wait_ms: float = setting(
+        5.0,
+        flag="--batch-wait",
+        min=0,
+        max=1000,
+        metavar="MS",
+        help="Admit a burst of requests together: wait until none has arrived for MS (at most 5x MS); "
+        "0 = off.",
+    )
+    n_threads: int | None = setting(None, flag="--threads", min=1, help="CPU threads [default: all].")
+    n_gpu_layers: int = setting(0, flag="--gpu-layers", help="Layers to offload to a GPU; -1 = all.")
+    metrics: bool = setting(False, help="Serve Prometheus metrics at /metrics.")
+    log_requests: bool = setting(
+        True, flag="--no-log", negated=True, help="Do not write requests to the request log."
+    )
+    log_db: str | None = setting(
+        None, metavar="FILE", help="Request log file [default: see `hallmark logs`]."
+    )
+    watermark: str | None = setting(
+        DEFAULT_SCHEME,
+        flag="--watermark-scheme",
+        choices=SCHEMES,
+        help="Scheme that watermarks sampled output.",
+    )
+    # The variable is HALLMARK_WATERMARK_KEY_NAME: HALLMARK_WATERMARK_KEY holds a secret itself.
+    watermark_key: str | None = setting(
+        None, env="watermark_key_name", metavar="NAME_OR_ID", help="Stored key to use."
+    )
+    shutdown_timeout: float = setting(
+        30.0, min=0, help="Seconds in-flight requests get to finish on Ctrl-C / SIGTERM."
+    )
