@@ -4,22 +4,47 @@ Rows are written once, when a request ends (completed, failed or cancelled), in 
 transaction, so the log never holds a half-written request. WAL mode lets `hallmark logs` read
 while a server writes. Location: $HALLMARK_LOG_DB, else $XDG_DATA_HOME/hallmark/logs.db
 (~/.local/share/hallmark/logs.db).
+
+The schema changes only through MIGRATIONS, an ordered list of steps (as Simon Willison's `llm`
+keeps its log): opening a log applies the steps it has not had yet, in order and in one
+transaction, and records how many it has had in SQLite's `PRAGMA user_version`. So a log written by an older
+hallmark opens in a newer one; a log from a newer hallmark (more steps than this code knows) is
+refused with a HallmarkError rather than written to. Logs written before migrations existed have
+user_version 0 and already hold the table of migration 1, which is why that step is idempotent.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hallmark.errors import HallmarkError
 
-SCHEMA = """
+
+class RequestStatus(enum.StrEnum):
+    """How a logged request ended. A str subclass: rows and JSON hold the plain strings."""
+
+    COMPLETED = "completed"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+
+
+# -- schema migrations ------------------------------------------------------------------------------
+Migration = Callable[[sqlite3.Connection], None]
+
+
+def _m001_requests(db: sqlite3.Connection) -> None:
+    """The first schema, exactly as logs were written before migrations existed."""
+    db.execute(
+        """
 CREATE TABLE IF NOT EXISTS requests (
     id TEXT PRIMARY KEY,
     created REAL NOT NULL,          -- unix time the request arrived
@@ -39,9 +64,52 @@ CREATE TABLE IF NOT EXISTS requests (
     timings TEXT,                   -- per-choice llama.cpp-style timings, JSON
     watermark_spec TEXT,
     error TEXT
-);
-CREATE INDEX IF NOT EXISTS requests_created ON requests (created);
-"""
+)"""
+    )
+    db.execute("CREATE INDEX IF NOT EXISTS requests_created ON requests (created)")
+
+
+# Applied in order; a log that has had the first N steps has user_version N. Append new steps at the
+# end and never change or remove one that has shipped: logs in the wild have already run it.
+MIGRATIONS: list[Migration] = [_m001_requests]
+
+
+def schema_version(db: sqlite3.Connection) -> int:
+    """How many migrations the database has had (SQLite's user_version; 0 for a new file)."""
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(db: sqlite3.Connection, path: Path | str = "the request log") -> None:
+    """Apply the migrations `db` has not had yet, in order, in one transaction with the version stamp.
+
+    Raises HallmarkError for a database from a newer hallmark (a user_version above len(MIGRATIONS)).
+    """
+    if _check_version(db, path) == len(MIGRATIONS):
+        return  # the common case: already current, and no write lock taken
+    # BEGIN IMMEDIATE takes the write lock before reading the version again, so that two processes
+    # opening a new log at once (a server and `hallmark logs`) do not both run a step.
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        done = _check_version(db, path)
+        for number in range(done + 1, len(MIGRATIONS) + 1):
+            MIGRATIONS[number - 1](db)
+            # PRAGMA takes no parameters; `number` is an int we made, not input.
+            db.execute(f"PRAGMA user_version = {number}")
+        db.commit()
+    except BaseException:
+        db.rollback()
+        raise
+
+
+def _check_version(db: sqlite3.Connection, path: Path | str) -> int:
+    version = schema_version(db)
+    if version > len(MIGRATIONS):
+        raise HallmarkError(
+            f"the request log {path} was written by a newer hallmark (schema version {version}; this "
+            f"version knows up to {len(MIGRATIONS)}); upgrade hallmark or use another log (--log-db)"
+        )
+    return version
+
 
 COLUMNS = (
     "id",
@@ -80,7 +148,7 @@ class LogRecord:
     model: str | None = None
     client: str | None = None
     user: str | None = None
-    status: str = "completed"
+    status: RequestStatus = RequestStatus.COMPLETED
     http_status: int = 200
     prompt: str | None = None
     params: dict[str, Any] | None = None
@@ -93,8 +161,13 @@ class LogRecord:
     watermark_spec: str | None = None
     error: str | None = None
 
+    def __post_init__(self) -> None:
+        # Callers (the server) may pass plain strings; an unknown one is a bug, so ValueError.
+        self.status = RequestStatus(self.status)
+
     def row(self) -> tuple[Any, ...]:
         d = asdict(self)
+        d["status"] = self.status.value  # the plain string, whatever sqlite3 makes of str subclasses
         for k in ("params", "response", "timings"):
             if d[k] is not None:
                 d[k] = json.dumps(d[k], ensure_ascii=False)
@@ -109,9 +182,16 @@ class RequestLog:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=10)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(SCHEMA)
         except (OSError, sqlite3.Error) as e:
+            raise HallmarkError(f"cannot open the request log {self.path}: {e}") from e
+        try:
+            migrate(self._db, self.path)  # first: a log from a newer hallmark is left untouched
+            self._db.execute("PRAGMA journal_mode=WAL")
+        except HallmarkError:
+            self._db.close()
+            raise
+        except sqlite3.Error as e:
+            self._db.close()
             raise HallmarkError(f"cannot open the request log {self.path}: {e}") from e
         self._db.row_factory = sqlite3.Row
         self._lock = threading.Lock()
