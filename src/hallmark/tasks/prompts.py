@@ -3,7 +3,9 @@
 A base model (no chat template, e.g. gemma-3-270m) continues text, so it gets few-shot prompts in a
 fixed `Label: text` format and stops at the end of the line. An instruct model (a chat template,
 e.g. smollm2-135m-instruct) gets an instruction through its template. The `naive` style is the
-zero-shot baseline: the bare instruction, no examples, no stop sequence, no clean-up.
+zero-shot baseline: the bare instruction, no examples, no stop sequence, no clean-up. Each task's
+styles are a Literal type and a tuple (TRANSLATION_STYLES, SUMMARY_STYLES, QA_STYLES); any other
+style raises UnknownStyleError (`check_style`, which the CLI and the API call before loading a model).
 
 Which style is used by default (`CHOSEN`) was decided by dev-set scores from
 bench/experiments/task_prompts.py; the README has the table. The examples below were written for
@@ -16,11 +18,46 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from difflib import SequenceMatcher
-from typing import Any
+from typing import Any, Literal, get_args
 
+from hallmark.errors import UnknownStyleError
 from hallmark.tasks.languages import language_name
 
 Messages = list[dict[str, str]]
+
+Task = Literal["translation", "summarization", "qa"]
+
+# The prompt styles each task knows; the tuples are derived from the Literal types, written once.
+TranslationStyle = Literal["naive", "fewshot-1", "fewshot-3", "fewshot-5", "chat", "chat-fewshot-3"]
+SummaryStyle = Literal["naive", "tldr", "fewshot-1", "chat"]
+QAStyle = Literal["naive", "fewshot-1", "fewshot-3", "chat", "chat-fewshot-3"]
+TRANSLATION_STYLES: tuple[TranslationStyle, ...] = get_args(TranslationStyle)
+SUMMARY_STYLES: tuple[SummaryStyle, ...] = get_args(SummaryStyle)
+QA_STYLES: tuple[QAStyle, ...] = get_args(QAStyle)
+STYLES: dict[Task, tuple[str, ...]] = {
+    "translation": TRANSLATION_STYLES,
+    "summarization": SUMMARY_STYLES,
+    "qa": QA_STYLES,
+}
+_TASK_WORDS: dict[Task, str] = {
+    "translation": "translation",
+    "summarization": "summarization",
+    "qa": "question-answering",
+}
+
+
+def check_style(task: Task, style: str | None) -> None:
+    """Raise UnknownStyleError unless `style` is None (the default) or one of the task's styles.
+
+    Called before a model is loaded, so that a typo fails at once and names the known styles.
+    """
+    if task not in STYLES:
+        raise ValueError(f"unknown task {task!r}; known: {', '.join(STYLES)}")
+    if style is not None and style not in STYLES[task]:
+        raise UnknownStyleError(
+            f"unknown {_TASK_WORDS[task]} style {style!r}; known: {', '.join(STYLES[task])}"
+        )
+
 
 # Parallel example sentences for few-shot translation between any two of these languages.
 TRANSLATION_SHOTS: list[dict[str, str]] = [
@@ -189,10 +226,9 @@ def split_sentences(text: str) -> list[str]:
 
 
 # -- translation ------------------------------------------------------------------------------------
-TRANSLATION_STYLES = ("naive", "fewshot-1", "fewshot-3", "fewshot-5", "chat", "chat-fewshot-3")
-
-
 def translation_prompt(text: str, source: str, target: str, style: str) -> TaskPrompt:
+    # Checked first: the branches below match style prefixes, which would take 'fewshot-banana'.
+    check_style("translation", style)
     src, tgt = language_name(source), language_name(target)
     if style == "naive":
         instruction = f"Translate from {src} to {tgt}:\n{text}"
@@ -212,7 +248,7 @@ def translation_prompt(text: str, source: str, target: str, style: str) -> TaskP
             messages += [{"role": "user", "content": ask + s}, {"role": "assistant", "content": t}]
         messages.append({"role": "user", "content": ask + text})
         return TaskPrompt(messages=messages, clean=clean)
-    raise ValueError(f"unknown translation style {style!r}; known: {', '.join(TRANSLATION_STYLES)}")
+    raise UnknownStyleError(f"unknown translation style {style!r}; known: {', '.join(TRANSLATION_STYLES)}")
 
 
 def _translation_shots(source: str, target: str, k: int) -> list[tuple[str, str]]:
@@ -226,10 +262,8 @@ def _shots(style: str) -> int:
 
 
 # -- summarization ----------------------------------------------------------------------------------
-SUMMARY_STYLES = ("naive", "tldr", "fewshot-1", "chat")
-
-
 def summary_prompt(document: str, style: str, sentences: int = 1) -> TaskPrompt:
+    check_style("summarization", style)
     unit = "one sentence" if sentences == 1 else f"{sentences} sentences"
 
     def clean(out: str) -> str:
@@ -259,19 +293,18 @@ def summary_prompt(document: str, style: str, sentences: int = 1) -> TaskPrompt:
     if style == "chat":
         instruction = f"Summarize the following article in {unit}. Reply with the summary only.\n\n{document}"
         return TaskPrompt(messages=[{"role": "user", "content": instruction}], clean=clean)
-    raise ValueError(f"unknown summarization style {style!r}; known: {', '.join(SUMMARY_STYLES)}")
+    raise UnknownStyleError(f"unknown summarization style {style!r}; known: {', '.join(SUMMARY_STYLES)}")
 
 
 # -- question answering -----------------------------------------------------------------------------
-QA_STYLES = ("naive", "fewshot-1", "fewshot-3", "chat", "chat-fewshot-3")
-
-
 def _clean_answer(out: str) -> str:
     answer = strip_quotes(strip_label(first_line(out), ("Answer", "A")))
     return answer[:-1].strip() if answer.endswith(".") else answer
 
 
 def qa_prompt(question: str, context: str | None, style: str) -> TaskPrompt:
+    # Checked first: the branches below match style prefixes, which would take 'fewshot-banana'.
+    check_style("qa", style)
     instruction = f"{context}\n\nQuestion: {question}" if context else question
     zero_shot = TaskPrompt(
         text=instruction + "\nAnswer:", messages=[{"role": "user", "content": instruction}]
@@ -311,7 +344,7 @@ def qa_prompt(question: str, context: str | None, style: str) -> TaskPrompt:
             ]
         messages.append({"role": "user", "content": f"{ask}Text: {context}\n\nQuestion: {question}"})
         return TaskPrompt(messages=messages, clean=_clean_answer)
-    raise ValueError(f"unknown question-answering style {style!r}; known: {', '.join(QA_STYLES)}")
+    raise UnknownStyleError(f"unknown question-answering style {style!r}; known: {', '.join(QA_STYLES)}")
 
 
 # The default style per (task, model kind), chosen by dev-set scores (bench/results/task_prompts.md:
@@ -328,6 +361,7 @@ CHOSEN: dict[tuple[str, str], str] = {
 }
 
 
-def chosen_style(task: str, model: Any, style: str | None = None) -> str:
-    """`style` if given, else the default for the task and the model's kind."""
+def chosen_style(task: Task, model: Any, style: str | None = None) -> str:
+    """`style` if given (it must be one of the task's styles), else the default for the model's kind."""
+    check_style(task, style)
     return style or CHOSEN[(task, model_kind(model))]
