@@ -1,4 +1,9 @@
-"""`hallmark serve` and `hallmark logs`: the HTTP server and its request log, from the command line."""
+"""`hallmark serve` and `hallmark logs`: the HTTP server and its request log, from the command line.
+
+serve's flags and their HALLMARK_* variables are derived from the fields of
+hallmark.server.config.ServerConfig (`dataclass_options`), so each default is written once, there.
+The server itself (FastAPI, uvicorn, the models) is imported only when `serve` runs.
+"""
 
 from __future__ import annotations
 
@@ -12,15 +17,9 @@ from typing import Any
 
 import click
 
-from hallmark.cli import CONTEXT_SETTINGS, _envvar, main
+from hallmark.cli.options import config_from_options, dataclass_options, envvar
 from hallmark.errors import HallmarkError
-from hallmark.watermark.spec import DEFAULT_SCHEME, SCHEMES
-
-
-def _opt(*decls: str, **kwargs: Any) -> Any:
-    """An option that can also come from HALLMARK_<NAME> (NAME from the flag, or `env`)."""
-    env = kwargs.pop("env", decls[0].lstrip("-"))
-    return click.option(*decls, envvar=_envvar(env), show_envvar=True, **kwargs)
+from hallmark.server.config import ServerConfig
 
 
 def _read_key_file(path: str) -> list[str]:
@@ -34,81 +33,17 @@ def _read_key_file(path: str) -> list[str]:
     return keys
 
 
-@main.command(context_settings=CONTEXT_SETTINGS)
+@click.command()
 @click.argument("models", nargs=-1)
-@_opt("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@_opt("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port to listen on.")
-@_opt("--api-key", "api_keys", multiple=True, help="Require this key as a Bearer token (repeatable).")
-@_opt("--api-key-file", type=click.Path(dir_okay=False), help="File with API keys, one per line.")
-@_opt(
-    "--ctx-size",
-    type=click.IntRange(min=8),
-    default=4096,
-    show_default=True,
-    help="Context window per sequence.",
-)
-@_opt(
-    "--parallel",
-    "max_sequences",
-    env="parallel",
-    type=click.IntRange(1, 256),
-    default=8,
-    show_default=True,
-    help="Sequences per model decoded together (KV-cache slots).",
-)
-@_opt(
-    "--max-queue",
-    type=click.IntRange(0),
-    default=64,
-    show_default=True,
-    help="Sequences that may wait for a slot; beyond that requests get 503.",
-)
-@_opt(
-    "--prefill-chunk",
-    type=click.IntRange(1),
-    default=512,
-    show_default=True,
-    help="Most prompt tokens prefilled per step (keeps other streams flowing).",
-)
-@_opt(
-    "--batch-wait",
-    type=click.FloatRange(0, 1000),
-    default=5.0,
-    show_default=True,
-    metavar="MS",
-    help="Admit a burst of requests together: wait until none has arrived for MS (at most 5x MS); 0 = off.",
-)
-@_opt("--no-prefix-cache", is_flag=True, help="Re-evaluate every prompt in full (no KV-cache reuse).")
-@_opt("--threads", type=click.IntRange(min=1), default=None, help="CPU threads [default: all].")
-@_opt("--gpu-layers", type=int, default=0, show_default=True, help="Layers to offload to a GPU; -1 = all.")
-@_opt("--metrics", is_flag=True, help="Serve Prometheus metrics at /metrics.")
-@_opt("--no-log", is_flag=True, help="Do not write requests to the request log.")
-@_opt(
-    "--log-db",
+@dataclass_options(ServerConfig, exclude=("models",))
+@click.option(
+    "--api-key-file",
     type=click.Path(dir_okay=False),
-    default=None,
-    help="Request log file [default: see `hallmark logs`].",
+    envvar=envvar("api_key_file"),
+    show_envvar=True,
+    help="File with API keys, one per line (added to --api-key).",
 )
-@_opt(
-    "--watermark-scheme",
-    type=click.Choice(SCHEMES),
-    default=DEFAULT_SCHEME,
-    show_default=True,
-    help="Scheme that watermarks sampled output.",
-)
-@_opt(
-    "--watermark-key", env="watermark_key_name", default=None, metavar="NAME_OR_ID", help="Stored key to use."
-)
-@_opt(
-    "--shutdown-timeout",
-    type=click.FloatRange(0),
-    default=30.0,
-    show_default=True,
-    help="Seconds in-flight requests get to finish on Ctrl-C / SIGTERM.",
-)
-def serve(
-    models: tuple[str, ...], api_keys: tuple[str, ...], api_key_file: str | None, **options: Any
-) -> None:
+def serve(models: tuple[str, ...], api_key_file: str | None, **options: Any) -> None:
     """Serve MODELS (default: the default model) over an OpenAI-compatible HTTP API.
 
     Endpoints: POST /v1/chat/completions, POST /v1/completions, GET /v1/models, POST /v1/detect,
@@ -128,29 +63,11 @@ def serve(
     """
     import uvicorn
 
-    from hallmark.server.app import ServerConfig, create_app, load_state
+    from hallmark.server.app import create_app, load_state
 
-    keys = list(api_keys) + (_read_key_file(api_key_file) if api_key_file else [])
-    config = ServerConfig(
-        models=list(models),
-        host=options["host"],
-        port=options["port"],
-        api_keys=tuple(keys),
-        n_ctx=options["ctx_size"],
-        max_sequences=options["max_sequences"],
-        max_waiting=options["max_queue"],
-        prefill_chunk=options["prefill_chunk"],
-        prefix_cache=not options["no_prefix_cache"],
-        batch_wait_ms=options["batch_wait"],
-        n_threads=options["threads"],
-        n_gpu_layers=options["gpu_layers"],
-        metrics=options["metrics"],
-        log_requests=not options["no_log"],
-        log_db=options["log_db"],
-        watermark=options["watermark_scheme"],
-        watermark_key=options["watermark_key"],
-        shutdown_timeout=options["shutdown_timeout"],
-    )
+    keys = list(options["api_keys"]) + (_read_key_file(api_key_file) if api_key_file else [])
+    options["api_keys"] = tuple(keys)
+    config = config_from_options(ServerConfig, {**options, "models": list(models)})
     # The engine thread re-takes the GIL after every llama_decode; with Python's default 5 ms switch
     # interval it can wait that long behind the event loop on every token.
     sys.setswitchinterval(float(os.environ.get("HALLMARK_SWITCH_INTERVAL", "0.0002")))
@@ -172,13 +89,27 @@ def serve(
     )
 
 
-@main.command(context_settings=CONTEXT_SETTINGS)
+@click.command()
 @click.argument("request_id", required=False)
 @click.option(
     "-n", "--count", type=click.IntRange(1), default=20, show_default=True, help="Requests to list."
 )
-@_opt("--model", "model", env="logs_model", default=None, help="Only requests to this model.")
-@_opt("--log-db", type=click.Path(dir_okay=False), default=None, help="Request log file.")
+@click.option(
+    "--model",
+    "model",
+    default=None,
+    envvar=envvar("logs_model"),
+    show_envvar=True,
+    help="Only requests to this model.",
+)
+@click.option(
+    "--log-db",
+    type=click.Path(dir_okay=False),
+    default=None,
+    envvar=envvar("log_db"),
+    show_envvar=True,
+    help="Request log file.",
+)
 @click.option("--path", "show_path", is_flag=True, help="Print the log's location and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (a list, or one request).")
 def logs(
@@ -232,23 +163,28 @@ def logs(
         )
 
 
+def _or_dash(value: Any, fmt: str = "") -> str:
+    """`value` formatted, or '-' where the log holds NULL (a request refused before it ran has no
+    duration or token counts)."""
+    return "-" if value is None else format(value, fmt)
+
+
 def _print_request(r: dict[str, Any]) -> None:
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created"]))
     click.echo(f"{r['id']}  {r['endpoint']}  {when}")
-    click.echo(f"  model      {r['model']}")
+    click.echo(f"  model      {r['model'] or '-'}")
     click.echo(
         f"  status     {r['status']} (HTTP {r['http_status']})" + (f": {r['error']}" if r["error"] else "")
     )
-    click.echo(f"  client     {r['client']}" + (f", user {r['user']}" if r["user"] else ""))
-    click.echo(f"  tokens     {r['prompt_tokens']} prompt + {r['completion_tokens']} completion")
-    click.echo(f"  duration   {r['duration_ms']:.0f} ms")
+    click.echo(f"  client     {r['client'] or '-'}" + (f", user {r['user']}" if r["user"] else ""))
+    click.echo(
+        f"  tokens     {_or_dash(r['prompt_tokens'])} prompt + {_or_dash(r['completion_tokens'])} completion"
+    )
+    duration = _or_dash(r["duration_ms"], ".0f")
+    click.echo(f"  duration   {duration}" + (" ms" if r["duration_ms"] is not None else ""))
     click.echo(f"  watermark  {r['watermark_spec'] or 'none'}")
     click.echo(f"  params     {json.dumps(r['params'])}")
     click.echo("  prompt")
     click.echo("    " + (r["prompt"] or "").replace("\n", "\n    "))
     click.echo("  output")
     click.echo("    " + (r["output"] or "").replace("\n", "\n    "))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

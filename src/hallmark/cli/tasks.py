@@ -1,16 +1,22 @@
-"""`hallmark translate`, `summarize`, `ask` and `eval`: the task commands."""
+"""`hallmark translate`, `summarize`, `ask` and `eval`: the task commands.
+
+Everything that can be checked without the model (the prompt style, language codes, the eval data
+file) is checked before the model loads, so a typo fails at once with a one-line error. The task
+code (and with it llama.cpp) is imported only when a command runs.
+"""
 
 from __future__ import annotations
 
 import json
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from hallmark.cli import CONTEXT_SETTINGS, _envvar, _load, main, model_options
+from hallmark.cli.options import envvar, load_model, model_options
 from hallmark.errors import HallmarkError
 
 # An argument that looks like a file name (a path separator, or a name with a text-file extension)
@@ -44,17 +50,24 @@ def _read_file(path: Path) -> str:
 def _load_for_tasks(options: dict[str, Any]) -> Any:
     from hallmark.tasks.runner import TASK_CTX, TASK_SEQUENCES
 
-    return _load(options, default_ctx=TASK_CTX, max_sequences=TASK_SEQUENCES)
+    return load_model(options, default_ctx=TASK_CTX, max_sequences=TASK_SEQUENCES)
 
 
-def task_options(f: Any) -> Any:
+def _check_style(task: str, style: str | None) -> None:
+    """Reject an unknown --style before the model loads (UnknownStyleError names the known ones)."""
+    from hallmark.tasks.prompts import check_style  # imports the task code: not at `--help` time
+
+    check_style(task, style)
+
+
+def task_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """Prompt style and sampling flags shared by the task commands (greedy unless --temperature)."""
     for option in reversed(
         [
             click.option(
                 "--style",
                 default=None,
-                envvar=_envvar("task_style"),
+                envvar=envvar("task_style"),
                 show_envvar=True,
                 help="Prompt style: naive, fewshot-N, chat, ... [default: the best for the model kind].",
             ),
@@ -63,7 +76,7 @@ def task_options(f: Any) -> Any:
                 type=click.FloatRange(0, 2),
                 default=0.0,
                 show_default=True,
-                envvar=_envvar("task_temperature"),
+                envvar=envvar("task_temperature"),
                 show_envvar=True,
                 help="0 = greedy (best dev-set scores; no watermark). Above 0 samples, watermarked.",
             ),
@@ -90,7 +103,7 @@ def _emit(result: Any, as_json: bool) -> None:
         click.echo(result.text)
 
 
-@main.command(context_settings=CONTEXT_SETTINGS)
+@click.command()
 @click.argument("text", required=False)
 @click.option("--to", "target", required=True, help="Language to translate into (ISO 639-1 code, e.g. fr).")
 @click.option("--from", "source", default="en", show_default=True, help="Language of the input.")
@@ -110,6 +123,7 @@ def translate(
       cat lines.txt | hallmark translate --from es --to en -
       hallmark translate --to es -m gemma-3-270m "Good morning" --json
     """
+    _check_style("translation", style)
     from hallmark.tasks import translate as run
     from hallmark.tasks.languages import language_code
 
@@ -127,7 +141,7 @@ def translate(
         click.echo(result.text, nl=ends_with_newline or "\n" not in content)
 
 
-@main.command(context_settings=CONTEXT_SETTINGS)
+@click.command()
 @click.argument("file", required=False)
 @click.option(
     "--length",
@@ -149,6 +163,7 @@ def summarize(file: str | None, length: str, style: str | None, as_json: bool, *
       hallmark summarize --length medium report.md
       curl -s https://example.org/post.txt | hallmark summarize - --json
     """
+    _check_style("summarization", style)
     from hallmark.tasks import summarize as run
 
     content = _read_input(file, "the text to summarize")
@@ -157,7 +172,7 @@ def summarize(file: str | None, length: str, style: str | None, as_json: bool, *
     _emit(run(content, length, model=llm, style=style, progress=True, **sampling), as_json)
 
 
-@main.command(context_settings=CONTEXT_SETTINGS)
+@click.command()
 @click.argument("question")
 @click.option(
     "-c",
@@ -179,6 +194,7 @@ def ask(question: str, context_file: str | None, style: str | None, as_json: boo
       cat notes.txt | hallmark ask "Who signed the letter?" -c -
       hallmark ask "What is the capital of Japan?" --json
     """
+    _check_style("qa", style)
     from hallmark.tasks import answer as run
 
     context = None
@@ -193,7 +209,7 @@ def ask(question: str, context_file: str | None, style: str | None, as_json: boo
     _emit(run(question, context, model=llm, style=style, **sampling), as_json)
 
 
-@main.command("eval", context_settings=CONTEXT_SETTINGS)
+@click.command("eval")
 @click.argument("task", type=click.Choice(["translation", "summarization", "qa"]))
 @click.option("--data", required=True, help="JSONL file of examples (see the README for the fields).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N examples.")
@@ -229,6 +245,7 @@ def eval_task(
       hallmark eval summarization --data xsum.dev300.jsonl -m gemma-3-270m
       hallmark eval qa --data squad.dev300.jsonl --style naive --json
     """
+    _check_style(task, style)
     from hallmark.tasks.evaluate import evaluate, load_examples
     from hallmark.tasks.prompts import chosen_style
 

@@ -1,0 +1,36 @@
+"""`hallmark <command>`: the command-line face of the Python API.
+
+Layout (no module here imports another in a circle):
+  main.py       the `hallmark` click group: help settings, --version, one-line errors
+  options.py    option builders shared by the commands (model, sampling, dataclass-derived flags)
+  generate.py   generate, chat            models.py   models, info
+  watermark.py  detect, keys new|list|show
+  server.py     serve, logs               tasks.py    translate, summarize, ask, eval
+The command modules import options.py and library modules only, never each other or main.py; this
+package puts them together by registering each command on `main`, which it exports (the
+`hallmark` script is `hallmark.cli:main`).
+
+Every option can also be set with an environment variable, HALLMARK_<OPTION> (for example
+HALLMARK_MODEL, HALLMARK_TEMPERATURE); a flag on the command line wins over the variable.
+"""
+
+from hallmark.cli import generate, models, server, tasks, watermark
+from hallmark.cli.main import main
+
+for _command in (
+    generate.generate,
+    generate.chat,
+    models.models,
+    models.info,
+    watermark.detect,
+    watermark.keys,
+    server.serve,
+    server.logs,
+    tasks.translate,
+    tasks.summarize,
+    tasks.ask,
+    tasks.eval_task,
+):
+    main.add_command(_command)
+
+__all__ = ["main"]

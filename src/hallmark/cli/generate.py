@@ -1,0 +1,161 @@
+"""`hallmark generate` and `hallmark chat`: text from a model, streamed to the terminal or as JSON.
+
+Both take the model options and one flag per sampling parameter (hallmark.cli.options). The model
+(and llama.cpp) is imported only when a command runs, never for `--help`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Generator
+from typing import Any
+
+import click
+
+from hallmark.cli.options import envvar, load_model, model_options, sampling_options, sampling_params_from
+from hallmark.errors import HallmarkError
+
+
+def _read_prompt(prompt: str | None) -> str:
+    if prompt is None or prompt == "-":
+        if sys.stdin.isatty():
+            raise click.UsageError("give a PROMPT argument, or pipe the prompt on stdin")
+        return sys.stdin.read()
+    return prompt
+
+
+def _stream_to_terminal(chunks: Generator[Any, None, None]) -> Any:
+    final = None
+    try:
+        for chunk in chunks:
+            if chunk.text:
+                click.echo(chunk.text, nl=False)
+                sys.stdout.flush()
+            if chunk.final is not None:
+                final = chunk.final
+    finally:
+        chunks.close()  # on Ctrl-C too: frees the sequence's KV cache at once
+    click.echo()
+    return final
+
+
+def _print_stats(result: Any) -> None:
+    t = result.timings
+    click.echo(
+        f"[{result.prompt_tokens} prompt tokens at {t.prompt_per_second:.1f} tok/s, "
+        f"{result.completion_tokens} generated at {t.predicted_per_second:.1f} tok/s, "
+        f"finish: {result.stop_reason}]",
+        err=True,
+    )
+
+
+@click.command()
+@click.argument("prompt", required=False)
+@model_options
+@sampling_options
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON object (text, tokens, finish reason, timings)."
+)
+@click.option("-v", "--verbose", is_flag=True, help="Print token counts and speed to stderr.")
+def generate(prompt: str | None, as_json: bool, verbose: bool, **options: Any) -> None:
+    """Continue PROMPT (or stdin, with '-' or no argument) and stream the text.
+
+    \b
+    Examples:
+      hallmark generate "Once upon a time"
+      hallmark generate "List three fruits:" --temperature 0 --max-tokens 40
+      echo "The capital of France is" | hallmark generate --stop . --json
+      hallmark generate -m gemma-3-270m "Water boils at" --seed 7 --logprobs 3 --json
+    """
+    params = sampling_params_from(options)
+    text = _read_prompt(prompt)
+    llm = load_model(options)
+    if as_json:
+        result = llm.generate(text, params=params)
+        click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+        return
+    result = _stream_to_terminal(llm.generate(text, params=params, stream=True))
+    if verbose:
+        _print_stats(result)
+
+
+_CHAT_HELP = "Commands: /reset clears the conversation, /exit (or Ctrl-D) quits, /help shows this."
+
+
+@click.command()
+@click.argument("message", required=False)
+@model_options
+@sampling_options
+@click.option(
+    "-s", "--system", default=None, envvar=envvar("system"), show_envvar=True, help="System prompt."
+)
+@click.option("--json", "as_json", is_flag=True, help="With MESSAGE: print the reply as one JSON object.")
+@click.option(
+    "-v", "--verbose", is_flag=True, help="Print token counts and speed to stderr after each reply."
+)
+def chat(message: str | None, system: str | None, as_json: bool, verbose: bool, **options: Any) -> None:
+    """Chat with a model: answer MESSAGE once, or talk in a loop.
+
+    With no MESSAGE, reads messages from the terminal (history kept), or one message per line
+    from piped stdin. /reset clears the history, /exit quits.
+
+    \b
+    Examples:
+      hallmark chat "What is the capital of France?"
+      hallmark chat --system "Answer in one sentence." --temperature 0.3
+      printf 'Hi!\\nWhat did I just say?\\n' | hallmark chat
+    """
+    params = sampling_params_from(options)
+    llm = load_model(options)
+    history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
+
+    def reply(user_text: str) -> None:
+        history.append({"role": "user", "content": user_text})
+        if as_json:
+            result = llm.chat(history, params=params)
+            click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+        else:
+            result = _stream_to_terminal(llm.chat(history, params=params, stream=True))
+        history.append({"role": "assistant", "content": result.text})
+        if verbose:
+            _print_stats(result)
+
+    if message is not None:
+        reply(message)
+        return
+    interactive = sys.stdin.isatty()
+    if interactive:
+        import readline  # noqa: F401  (line editing and history for input())
+
+        click.echo(f"Chatting with {llm.name}. {_CHAT_HELP}", err=True)
+    while True:
+        try:
+            line = input(">>> " if interactive else "")
+        except EOFError:
+            break
+        text = line.strip()
+        if not text:
+            continue
+        if text in ("/exit", "/quit", "/bye"):
+            break
+        if text == "/reset":
+            del history[1 if system else 0 :]
+            click.echo("(conversation cleared)", err=True)
+            continue
+        if text == "/help":
+            click.echo(_CHAT_HELP, err=True)
+            continue
+        try:
+            reply(text)
+        except HallmarkError as e:
+            # One bad turn (say, history too long for the context) should not end the session.
+            history.pop()
+            click.echo(f"error: {e}", err=True)
+            if not interactive:
+                sys.exit(1)
+        except KeyboardInterrupt:
+            if not interactive:
+                raise
+            history.pop()  # Ctrl-C stops this answer, not the session
+            click.echo("\n(interrupted)", err=True)

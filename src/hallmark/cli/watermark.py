@@ -1,0 +1,217 @@
+"""`hallmark detect` and `hallmark keys new|list|show`: watermark detection and the keys behind it.
+
+Detection needs only the generating model's tokenizer and the key. The numpy-heavy detection code
+and the key store are imported inside the commands, so `--help` stays cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hallmark.catalog import DEFAULT_MODEL
+from hallmark.cli.options import envvar
+from hallmark.errors import HallmarkError
+from hallmark.watermark.spec import DEFAULT_FPR, DEFAULT_SCHEME, SCHEMES
+
+
+@click.group()
+def keys() -> None:
+    """Manage the secret keys that watermark your output.
+
+    Keys live in ~/.config/hallmark/keys/ (or $HALLMARK_CONFIG_DIR/keys/), readable by you only.
+    $HALLMARK_WATERMARK_KEY, if set, is used instead of the stored default key. The first
+    watermarked generation creates a key named 'default' if you have none.
+
+    \b
+    Examples:
+      hallmark keys new
+      hallmark keys new newsroom
+      hallmark keys list --json
+      hallmark keys show newsroom
+    """
+
+
+def _key_dict(key: Any, with_secret: bool = False) -> dict[str, Any]:
+    d = {
+        "name": key.name,
+        "key_id": key.key_id,
+        "created": key.created,
+        "path": str(key.path) if key.path else None,
+    }
+    if with_secret:
+        d["secret"] = key.secret.hex()
+    return d
+
+
+@keys.command("new")
+@click.argument("name", default="default")
+@click.option("--json", "as_json", is_flag=True, help="Print the new key's details as JSON.")
+def keys_new(name: str, as_json: bool) -> None:
+    """Create a new random key called NAME (default: 'default'); never overwrites one.
+
+    \b
+    Examples:
+      hallmark keys new
+      hallmark keys new newsroom --json
+    """
+    from hallmark.watermark.keys import new_key
+
+    key = new_key(name)
+    if as_json:
+        click.echo(json.dumps(_key_dict(key)))
+    else:
+        click.echo(f"created key {key.name} (id {key.key_id}) at {key.path}")
+
+
+@keys.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+def keys_list(as_json: bool) -> None:
+    """List stored keys (names and public ids; never the secrets).
+
+    \b
+    Examples:
+      hallmark keys list
+      hallmark keys list --json
+    """
+    from hallmark.watermark.keys import ENV_KEY, env_key, keys_dir, list_keys
+
+    found = list_keys()
+    env = env_key()
+    if as_json:
+        click.echo(json.dumps([_key_dict(k) for k in found] + ([_key_dict(env)] if env else []), indent=2))
+        return
+    if not found and env is None:
+        click.echo(f"no keys yet in {keys_dir()}; create one with: hallmark keys new")
+        return
+    for k in found:
+        click.echo(f"{k.name:20} {k.key_id}  created {k.created}")
+    if env is not None:
+        click.echo(f"{'(from ' + ENV_KEY + ')':20} {env.key_id}  used instead of the default key")
+
+
+@keys.command("show")
+@click.argument("name", default="default")
+@click.option("--secret", is_flag=True, help="Also print the secret (hex). Keep it private.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def keys_show(name: str, secret: bool, as_json: bool) -> None:
+    """Show one key by NAME or id (default: 'default').
+
+    \b
+    Examples:
+      hallmark keys show
+      hallmark keys show newsroom --json
+    """
+    from hallmark.watermark.keys import find_key
+
+    d = _key_dict(find_key(name), with_secret=secret)
+    if as_json:
+        click.echo(json.dumps(d, indent=2))
+    else:
+        for k, v in d.items():
+            click.echo(f"{k:8} {v}")
+
+
+@click.command()
+@click.argument("file", default="-", type=click.Path(allow_dash=True, dir_okay=False))
+@click.option(
+    "-m",
+    "--model",
+    default=None,
+    envvar=envvar("model"),
+    show_envvar=True,
+    help="Model whose tokenizer generated the text [default: found from --spec, else "
+    f"{DEFAULT_MODEL}]. Only the tokenizer is loaded.",
+)
+@click.option(
+    "--spec",
+    default=None,
+    envvar=envvar("watermark_spec"),
+    show_envvar=True,
+    help="Watermark spec id (as printed by `generate --json`) or JSON, or @FILE holding either.",
+)
+@click.option(
+    "--scheme",
+    type=click.Choice(SCHEMES),
+    default=DEFAULT_SCHEME,
+    show_default=True,
+    help="Scheme to test for when no --spec is given.",
+)
+@click.option(
+    "--key",
+    "key_name",
+    default=None,
+    metavar="NAME_OR_ID",
+    envvar=envvar("watermark_key_name"),
+    show_envvar=True,
+    help="Stored key [default: the spec's key, else your default key].",
+)
+@click.option(
+    "--fpr",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=DEFAULT_FPR,
+    show_default=True,
+    help="False-positive rate the verdict is made at.",
+)
+@click.option(
+    "--windows/--no-windows",
+    default=True,
+    show_default=True,
+    help="Also look for watermarked passages inside longer text.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+def detect(
+    file: str,
+    model: str | None,
+    spec: str | None,
+    scheme: str,
+    key_name: str | None,
+    fpr: float,
+    windows: bool,
+    as_json: bool,
+) -> None:
+    """Test FILE (or stdin) for the watermark: tokens scored, statistic, exact p-value, verdict.
+
+    Needs only the generating model's tokenizer and the key, not the model itself. Exit status is
+    0 whatever the verdict; read it from the output.
+
+    \b
+    Examples:
+      hallmark detect essay.txt
+      hallmark generate "Breaking news:" --json | jq -r .text | hallmark detect -
+      hallmark detect essay.txt --spec hm1-gumbel-w2-k0e92caa512ae-tade6dc1a204a04a9 --json
+      hallmark detect essay.txt --scheme kgw --fpr 0.01
+    """
+    from hallmark.watermark.api import detect as run_detect
+
+    if file == "-":
+        if sys.stdin.isatty():
+            raise click.UsageError("give a FILE, or pipe the text on stdin")
+        text = sys.stdin.read()
+    else:
+        try:
+            text = Path(file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise HallmarkError(f"cannot read {file}: {e}") from e
+    if spec and spec.startswith("@"):
+        try:
+            spec = Path(spec[1:]).read_text().strip()
+        except OSError as e:
+            raise HallmarkError(f"cannot read spec file {spec[1:]}: {e.strerror}") from e
+    result = run_detect(text, model=model, spec=spec, key=key_name, scheme=scheme, fpr=fpr, windowed=windows)
+    if as_json:
+        click.echo(json.dumps(result.to_dict()))
+        return
+    click.echo(result.message)
+    click.echo(f"  spec       {result.spec_id}")
+    click.echo(f"  tokens     {result.tokens} ({result.scored} distinct scored)")
+    click.echo(f"  statistic  {result.statistic:.2f} (z = {result.z_score:.2f})")
+    click.echo(f"  p-value    {result.p_value:.3g}")
+    for span in result.spans:
+        preview = text[span.start : span.end].replace("\n", " ")
+        preview = preview if len(preview) <= 60 else preview[:57] + "..."
+        click.echo(f"  passage    chars {span.start}-{span.end}, p = {span.p_value:.3g}: {preview!r}")
