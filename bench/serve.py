@@ -385,7 +385,7 @@ def main() -> None:
 
     model_path = resolve(args.model).path
     tok = hallmark.load(model_path, n_ctx=512, show_progress=False, watermark=None)
-    eog = [t for t in range(tok.backend.n_vocab) if tok.backend.is_eog(t)]
+    eog = [t for t in range(tok.n_vocab) if tok.tokenizer.is_eog(t)]
     prompt_tokens = len(tok.tokenize(PROMPT))
     tok.close()
     body = {

@@ -155,7 +155,7 @@ def stage_hallmark(per_cell: int, n_tokens: int, attack_draws: int = ATTACK_DRAW
 
     def generate(model, temp: float, scheme: str | None) -> tuple[list, float]:
         if scheme is not None:
-            spec = WatermarkSpec.create(scheme, key.key_id, model.backend.fingerprint())
+            spec = WatermarkSpec.create(scheme, key.key_id, model.fingerprint)
             model._watermark = make_scheme(spec, key.secret)
         t0 = time.perf_counter()
         out = []
@@ -222,8 +222,8 @@ def stage_hallmark(per_cell: int, n_tokens: int, attack_draws: int = ATTACK_DRAW
     # Detection.
     detectors = {
         (name, scheme): Detector(
-            models[name].backend,
-            WatermarkSpec.create(scheme, key.key_id, models[name].backend.fingerprint()),
+            models[name].tokenizer,
+            WatermarkSpec.create(scheme, key.key_id, models[name].fingerprint),
             key.secret,
         )
         for name in MODELS
@@ -340,7 +340,7 @@ def watermark_speed(models: dict, key) -> dict:
     out = {}
     for name, model in models.items():
         schemes = {
-            s: make_scheme(WatermarkSpec.create(s, key.key_id, model.backend.fingerprint()), key.secret)
+            s: make_scheme(WatermarkSpec.create(s, key.key_id, model.fingerprint), key.secret)
             for s in SCHEMES
         }
         runs: dict[str, list[float]] = {"none": [], **{s: [] for s in SCHEMES}}

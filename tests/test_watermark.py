@@ -30,22 +30,28 @@ def _key(i: int) -> WatermarkKey:
 
 
 def _detector(model, scheme: str, key: WatermarkKey) -> Detector:
-    spec = WatermarkSpec.create(scheme, key.key_id, model.backend.fingerprint())
-    return Detector(model.backend, spec, key.secret)
+    spec = WatermarkSpec.create(scheme, key.key_id, model.fingerprint)
+    return Detector(model.tokenizer, spec, key.secret)
 
 
 @pytest.fixture(scope="module")
 def generations(smollm2):
     """Watermarked generations (temperature 1.0, 150 tokens) under key 0, for both schemes."""
     out = {}
-    for scheme in ("gumbel", "kgw"):
-        model = hallmark.load(smollm2.path, n_ctx=512, max_sequences=4, show_progress=False, watermark=scheme)
-        model._watermark = make_scheme(
-            WatermarkSpec.create(scheme, _key(0).key_id, model.backend.fingerprint()), _key(0).secret
-        )
-        results = model.generate_batch(PROMPTS, temperature=1.0, max_tokens=150, seed=11, ignore_eos=True)
-        out[scheme] = (model, results)
-    return out
+    try:
+        for scheme in ("gumbel", "kgw"):
+            model = hallmark.load(
+                smollm2.path, n_ctx=512, max_sequences=4, show_progress=False, watermark=scheme
+            )
+            model._watermark = make_scheme(
+                WatermarkSpec.create(scheme, _key(0).key_id, model.fingerprint), _key(0).secret
+            )
+            results = model.generate_batch(PROMPTS, temperature=1.0, max_tokens=150, seed=11, ignore_eos=True)
+            out[scheme] = (model, results)
+        yield out
+    finally:
+        for model, _ in out.values():
+            model.close()
 
 
 # -- spec ---------------------------------------------------------------------------------------
@@ -76,10 +82,10 @@ def test_malformed_specs_are_refused(text, message):
 
 
 def test_spec_from_another_tokenizer_is_refused(smollm2, gemma):
-    spec = WatermarkSpec.create("gumbel", _key(0).key_id, smollm2.backend.fingerprint())
-    assert smollm2.backend.fingerprint() != gemma.backend.fingerprint()
+    spec = WatermarkSpec.create("gumbel", _key(0).key_id, smollm2.fingerprint)
+    assert smollm2.fingerprint != gemma.fingerprint
     with pytest.raises(WatermarkSpecError, match="was made for tokenizer"):
-        spec.check_tokenizer(gemma.backend.fingerprint(), "gemma-3-270m")
+        spec.check_tokenizer(gemma.fingerprint, "gemma-3-270m")
     proc = run_cli("detect", "-", "--spec", spec.spec_id, "-m", "gemma-3-270m", stdin="some text " * 20)
     assert proc.returncode == 1 and "was made for tokenizer" in proc.stderr and "Traceback" not in proc.stderr
 

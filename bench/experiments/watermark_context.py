@@ -42,12 +42,12 @@ def main() -> None:
     rows = []
     for name in args.models:
         model = hallmark.load(name, n_ctx=640, max_sequences=8, show_progress=False)
-        fp = model.backend.fingerprint()
+        fp = model.fingerprint
         for scheme in args.schemes:
             for width in args.widths:
                 spec = WatermarkSpec.create(scheme, key.key_id, fp, context_width=width)
                 model._watermark = make_scheme(spec, key.secret)
-                det = Detector(model.backend, spec, key.secret)
+                det = Detector(model.tokenizer, spec, key.secret)
                 outs = []
                 for i in range(0, len(texts), 8):
                     outs += model.generate_batch(

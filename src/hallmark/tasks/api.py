@@ -13,12 +13,14 @@ import os
 import re
 from typing import Any
 
+from hallmark.engine.generate import in_order
 from hallmark.engine.sampling import SamplingParams
 from hallmark.errors import PromptError
 from hallmark.model import Model
 from hallmark.tasks.languages import language_code
 from hallmark.tasks.prompts import (
     SUMMARY_LENGTHS,
+    check_style,
     chosen_style,
     model_kind,
     qa_prompt,
@@ -62,6 +64,7 @@ def translate(
     Each line is translated on its own, so the output has as many lines as the input (empty lines
     stay empty); a line too long for the context window is translated in groups of sentences.
     """
+    check_style("translation", style)  # before the model loads, so that a typo fails at once
     _require_text(text, "the text to translate")
     src, tgt = language_code(source), language_code(to)
     if src == tgt:
@@ -124,6 +127,7 @@ def summarize(
     context window is split into parts that fit; each part is summarised in 3 sentences and the
     joined part summaries are summarised again (repeatedly, until they fit).
     """
+    check_style("summarization", style)  # before the model loads, so that a typo fails at once
     texts = [text] if isinstance(text, str) else list(text)
     for t in texts:
         _require_text(t, "the text to summarize")
@@ -148,7 +152,7 @@ def summarize(
     for i, doc in enumerate(docs):
         if results[i] is None:
             results[i] = _map_reduce(m, doc, sentences, style, params, progress)
-    final = [r for r in results if r is not None]
+    final = in_order(results)
     return final[0] if isinstance(text, str) else final
 
 
@@ -223,6 +227,7 @@ def answer(
     results. A context beyond the context window is cut into parts that fit, and the part sharing
     the most content words with the question is used (`parts` in the result counts them all).
     """
+    check_style("qa", style)  # before the model loads, so that a typo fails at once
     questions = [question] if isinstance(question, str) else list(question)
     if context is None:
         contexts: list[str | None] = [None] * len(questions)
