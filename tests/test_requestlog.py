@@ -9,7 +9,7 @@ import pytest
 
 from hallmark import requestlog
 from hallmark.errors import HallmarkError
-from hallmark.requestlog import MIGRATIONS, LogRecord, RequestLog, RequestStatus, schema_version
+from hallmark.requestlog import MIGRATIONS, LogRecord, Outcome, RequestLog, schema_version
 
 # The schema exactly as hallmark wrote it before migrations existed (user_version left at 0).
 V1_SCHEMA = """
@@ -159,11 +159,11 @@ def test_a_log_from_a_newer_hallmark_is_refused_untouched(tmp_path):
 
 
 def test_status_is_a_str_enum_and_plain_strings_are_accepted(tmp_path):
-    assert RequestStatus("cancelled") is RequestStatus.CANCELLED
-    assert [s.value for s in RequestStatus] == ["completed", "error", "cancelled"]
+    assert Outcome("cancelled") is Outcome.CANCELLED
+    assert [s.value for s in Outcome] == ["completed", "error", "cancelled"]
     record = LogRecord(id="x1", endpoint="/v1/completions", status="cancelled", http_status=499)
-    assert record.status is RequestStatus.CANCELLED and record.status == "cancelled"
-    assert LogRecord(id="x2", endpoint="/v1/completions").status is RequestStatus.COMPLETED
+    assert record.status is Outcome.CANCELLED and record.status == "cancelled"
+    assert LogRecord(id="x2", endpoint="/v1/completions").status is Outcome.COMPLETED
     with pytest.raises(ValueError):
         LogRecord(id="x3", endpoint="/v1/completions", status="exploded")
 

@@ -334,12 +334,30 @@ def test_detect_endpoint_finds_the_watermark_in_a_served_answer(server, client):
 
 
 def test_request_log_records_requests_and_cli_shows_them(server, client):
+    # This test makes every kind of row it checks itself, so it passes alone (`-k`) as in the suite.
     resp = client.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "Log me."}], max_tokens=6, user="alice", seed=2
     )
-    out = run_cli("logs", "--log-db", str(server.log_db), "--json", "-n", "200")
-    assert out.returncode == 0, out.stderr
-    rows = {r["id"]: r for r in json.loads(out.stdout)}
+    body = {"model": MODEL, "prompt": "Tell a long story:", "max_tokens": 300, "stream": True}
+    with server.http() as http:
+        with http.stream("POST", "/v1/completions", json=body) as stream:  # disconnects after 2 lines
+            lines = stream.iter_lines()
+            next(lines), next(lines)
+        refused = {
+            400: http.post("/v1/chat/completions", json={**_CHAT_HI, "tools": []}),
+            404: http.post("/v1/completions", json={"model": "gpt-4o", "prompt": "hi"}),
+            503: http.post("/v1/completions", json={"model": MODEL, "prompt": ["a", "b", "c"], "n": 16}),
+        }
+    refused[401] = httpx.post(server.url + "/v1/chat/completions", json=_CHAT_HI)
+    assert {status: r.status_code for status, r in refused.items()} == {s: s for s in refused}
+    deadline = time.monotonic() + 10  # the cancelled stream is logged once the server notices
+    while time.monotonic() < deadline:
+        out = run_cli("logs", "--log-db", str(server.log_db), "--json", "-n", "200")
+        assert out.returncode == 0, out.stderr
+        rows = {r["id"]: r for r in json.loads(out.stdout)}
+        if any(r["status"] == "cancelled" for r in rows.values()):
+            break
+        time.sleep(0.2)
     row = rows[resp.id]
     assert row["status"] == "completed" and row["user"] == "alice" and row["model"] == MODEL
     assert row["output"] == resp.choices[0].message.content
@@ -350,9 +368,12 @@ def test_request_log_records_requests_and_cli_shows_them(server, client):
     missing = run_cli("logs", "chatcmpl-nope", "--log-db", str(server.log_db))
     assert missing.returncode == 1 and missing.stderr.startswith("error: no logged request")
     assert any(r["status"] == "cancelled" for r in rows.values()), "the disconnected stream is logged"
-    refused = [r for r in rows.values() if r["status"] == "error"]
-    assert {r["http_status"] for r in refused} >= {400, 401, 404, 503}, "refused requests are logged too"
-    assert any(r["response"]["error"]["param"] == "tools" for r in refused)
+    errors = [r for r in rows.values() if r["status"] == "error"]
+    assert {r["http_status"] for r in errors} >= {400, 401, 404, 503}, "refused requests are logged too"
+    assert any(r["response"]["error"]["param"] == "tools" for r in errors)
+
+
+_CHAT_HI = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
 
 
 def test_metrics_are_prometheus_text(server):

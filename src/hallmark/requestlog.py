@@ -29,7 +29,7 @@ from typing import Any
 from hallmark.errors import HallmarkError
 
 
-class RequestStatus(enum.StrEnum):
+class Outcome(enum.StrEnum):
     """How a logged request ended. A str subclass: rows and JSON hold the plain strings."""
 
     COMPLETED = "completed"
@@ -148,7 +148,7 @@ class LogRecord:
     model: str | None = None
     client: str | None = None
     user: str | None = None
-    status: RequestStatus = RequestStatus.COMPLETED
+    status: Outcome = Outcome.COMPLETED
     http_status: int = 200
     prompt: str | None = None
     params: dict[str, Any] | None = None
@@ -163,7 +163,7 @@ class LogRecord:
 
     def __post_init__(self) -> None:
         # Callers (the server) may pass plain strings; an unknown one is a bug, so ValueError.
-        self.status = RequestStatus(self.status)
+        self.status = Outcome(self.status)
 
     def row(self) -> tuple[Any, ...]:
         d = asdict(self)

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from hallmark import __version__
 from hallmark.errors import HallmarkError
 from hallmark.model import Model
-from hallmark.requestlog import LogRecord, RequestLog
+from hallmark.requestlog import LogRecord, Outcome, RequestLog
 from hallmark.server.config import ServerConfig
 from hallmark.server.engine import ModelEngine
 from hallmark.server.errors import APIError, install_handlers, to_api_error
@@ -205,7 +205,7 @@ async def _log_rejection(state: ServerState, request: Request, err: APIError) ->
         endpoint=request.url.path,
         model=model if isinstance(model, str) else None,
         client=request.client.host if request.client else None,
-        status="error",
+        status=Outcome.ERROR,
         http_status=err.status,
         prompt=body,
         response=err.body(),

@@ -29,7 +29,7 @@ from hallmark.engine.request import Request, check_fits, watermark_applies
 from hallmark.engine.results import GenerationResult, StreamChunk
 from hallmark.engine.sampling import SamplingParams
 from hallmark.errors import HallmarkError
-from hallmark.requestlog import LogRecord, RequestLog
+from hallmark.requestlog import LogRecord, Outcome, RequestLog
 from hallmark.server.engine import ModelEngine, SequenceGroup
 from hallmark.server.errors import APIError, to_api_error
 from hallmark.server.metrics import Metrics
@@ -145,7 +145,7 @@ async def serve_completion(
         "timings": results[0].timings.to_dict(),
         "hallmark": final_provenance(info, results),
     }
-    exchange.finish("completed", 200, results, n_prompt, response=response)
+    exchange.finish(Outcome.COMPLETED, 200, results, n_prompt, response=response)
     return JSONResponse(response, headers=headers)
 
 
@@ -173,7 +173,7 @@ async def _stream(
         provenance_sent = True
         return sse({**base, "choices": choices, **extra, **more})
 
-    status, error = "cancelled", "client disconnected"
+    status, error = Outcome.CANCELLED, "client disconnected"
     try:
         opening = api.opening_choices(n)
         if opening is not None:
@@ -191,10 +191,10 @@ async def _stream(
         else:
             yield sse({**base, "choices": [], "hallmark": final_info})
         yield sse("[DONE]")
-        status, error = "completed", None
+        status, error = Outcome.COMPLETED, None
     except HallmarkError as e:
         err = to_api_error(e, api.prompt_param)
-        status, error = "error", err.message
+        status, error = Outcome.ERROR, err.message
         yield sse(err.body())
     finally:
         group.close()
@@ -206,7 +206,7 @@ async def _stream(
             ],
             "usage": usage(n_prompt, results),
         }
-        http_status = 200 if status != "cancelled" else 499
+        http_status = 499 if status is Outcome.CANCELLED else 200
         exchange.finish(status, http_status, results, n_prompt, response=response, error=error, partial=texts)
 
 
@@ -305,7 +305,7 @@ def open_group(
         return engine.open(requests)
     except HallmarkError as e:
         err = to_api_error(e)
-        exchange.finish("error", err.status, [], n_prompt, error=err.message)
+        exchange.finish(Outcome.ERROR, err.status, [], n_prompt, response=err.body(), error=err.message)
         raise err from e
 
 
@@ -316,11 +316,11 @@ async def collect(
     try:
         return await run_to_completion(group, http)
     except ClientGone:
-        exchange.finish("cancelled", 499, [], n_prompt, error="client disconnected")
+        exchange.finish(Outcome.CANCELLED, 499, [], n_prompt, error="client disconnected")
         return None
     except HallmarkError as e:
         err = to_api_error(e)
-        exchange.finish("error", err.status, [], n_prompt, error=err.message)
+        exchange.finish(Outcome.ERROR, err.status, [], n_prompt, response=err.body(), error=err.message)
         raise err from e
 
 
@@ -374,7 +374,7 @@ class Exchange:
 
     def finish(
         self,
-        status: str,
+        status: Outcome,
         http_status: int,
         results: list[GenerationResult | None],
         prompt_tokens: int | None,

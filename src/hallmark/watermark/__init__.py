@@ -4,29 +4,45 @@ import hallmark
 result = hallmark.detect(text)                      # default model's tokenizer, default key
 result = hallmark.detect(text, spec="hm1-gumbel-w4-k...-t...")
 print(result.verdict, result.p_value, result.scored)
+
+The names below are imported on first use (PEP 562): the CLI reads `watermark.spec`'s constants
+to build its flags, and that must not import numpy and the detector.
 """
 
 from __future__ import annotations
 
-from hallmark.watermark.detect import DEFAULT_FPR, DetectionResult, Detector, Span
-from hallmark.watermark.keys import WatermarkKey, default_key, find_key, list_keys, new_key
-from hallmark.watermark.schemes import Scheme, SequenceWatermarker, make_scheme
-from hallmark.watermark.spec import DEFAULT_SCHEME, SCHEMES, WatermarkSpec
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "DEFAULT_FPR",
-    "DEFAULT_SCHEME",
-    "SCHEMES",
-    "DetectionResult",
-    "Detector",
-    "Scheme",
-    "SequenceWatermarker",
-    "Span",
-    "WatermarkKey",
-    "WatermarkSpec",
-    "default_key",
-    "find_key",
-    "list_keys",
-    "make_scheme",
-    "new_key",
-]
+_EXPORTS: dict[str, str] = {
+    "DEFAULT_FPR": "hallmark.watermark.spec",
+    "DEFAULT_SCHEME": "hallmark.watermark.spec",
+    "SCHEMES": "hallmark.watermark.spec",
+    "WatermarkSpec": "hallmark.watermark.spec",
+    "DetectionResult": "hallmark.watermark.detect",
+    "Detector": "hallmark.watermark.detect",
+    "Span": "hallmark.watermark.detect",
+    "Verdict": "hallmark.watermark.detect",
+    "WatermarkKey": "hallmark.watermark.keys",
+    "default_key": "hallmark.watermark.keys",
+    "find_key": "hallmark.watermark.keys",
+    "list_keys": "hallmark.watermark.keys",
+    "new_key": "hallmark.watermark.keys",
+    "Scheme": "hallmark.watermark.schemes",
+    "SequenceWatermarker": "hallmark.watermark.schemes",
+    "make_scheme": "hallmark.watermark.schemes",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'hallmark.watermark' has no attribute {name!r}")
+    value = getattr(import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -1,0 +1,234 @@
+"""The serving path on the fake backend, in-process: the official openai client talks to the
+FastAPI app through httpx's ASGI transport (no port, no model file), so the shared endpoint
+skeleton, the error table and the request log are tested in milliseconds. The real server
+process on the shipped model is tested end to end in test_server.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+
+from hallmark.backends.fake import EOS, FakeBackend
+from hallmark.model import Model
+from hallmark.requestlog import RequestLog
+from hallmark.server.app import build_state, create_app
+from hallmark.server.config import ServerConfig
+
+MODEL = "fake"
+
+
+class App:
+    """The app on a fake model, with async helpers that run on one event loop per call."""
+
+    def __init__(self, tmp_path, **config):
+        backend_kw = config.pop("backend", {})
+        self.backend = FakeBackend(**{"n_ctx": 128, "max_sequences": 2, **backend_kw})
+        self.model = Model(self.backend, MODEL)
+        self.config = ServerConfig(log_db=str(tmp_path / "log.db"), batch_wait_ms=0, **config)
+        self.state = build_state([self.model], self.config)
+        self.app = create_app(self.state)
+
+    def call(self, fn):
+        """Run `fn(client, http)` with an openai AsyncOpenAI client and an httpx client on the app."""
+
+        async def main():
+            transport = httpx.ASGITransport(app=self.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+                client = openai.AsyncOpenAI(
+                    base_url="http://test/v1", api_key="none", http_client=http, max_retries=0
+                )
+                return await fn(client, http)
+
+        return asyncio.run(main())
+
+    def log_rows(self) -> list[dict]:
+        log = RequestLog(self.config.log_db)
+        try:
+            return log.recent(100)
+        finally:
+            log.close()
+
+    def close(self) -> None:
+        for engine in self.state.engines.values():
+            engine.stop()
+        self.state.request_log.close()
+        self.model.close()
+
+
+@pytest.fixture
+def app(tmp_path) -> Iterator[App]:
+    a = App(tmp_path)
+    yield a
+    a.close()
+
+
+def test_chat_response_stream_and_log_agree(app):
+    kwargs = dict(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=10, seed=4)
+
+    async def run(client, _):
+        whole = await client.chat.completions.create(**kwargs)
+        stream = await client.chat.completions.create(
+            **kwargs, stream=True, stream_options={"include_usage": True}
+        )
+        return whole, [c async for c in stream]
+
+    whole, chunks = app.call(run)
+    text = whole.choices[0].message.content
+    assert whole.object == "chat.completion" and len(text) > 0 and whole.usage.completion_tokens == 10
+    assert whole.model_extra["hallmark"]["watermark"]["applied"] is True
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[0].model_extra["hallmark"]["ai_generated"] is True  # the first chunk says what it is
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == [
+        "length"
+    ]
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 10
+    rows = app.log_rows()
+    assert [r["status"] for r in rows] == ["completed", "completed"]
+    assert {r["output"] for r in rows} == {text}
+    assert json.loads(rows[0]["prompt"]) == [{"role": "user", "content": "hi"}]
+
+
+def test_completions_with_several_prompts_and_n_choices(app):
+    async def run(client, _):
+        whole = await client.completions.create(model=MODEL, prompt=["ab", "cd"], n=2, max_tokens=5, seed=1)
+        stream = await client.completions.create(
+            model=MODEL, prompt=["ab", "cd"], n=2, max_tokens=5, seed=1, stream=True
+        )
+        return whole, [c async for c in stream]
+
+    whole, chunks = app.call(run)
+    assert [c.index for c in whole.choices] == [0, 1, 2, 3]  # prompt-major
+    assert whole.choices[0].text != whole.choices[1].text  # seed + i per choice
+    n_prompt = len(app.model.tokenize("ab")) + len(app.model.tokenize("cd"))
+    assert whole.usage.prompt_tokens == n_prompt  # each prompt counted once, whatever n is
+    streamed = {i: "" for i in range(4)}
+    finished = {}
+    for c in chunks:
+        for choice in c.choices:
+            streamed[choice.index] += choice.text
+            if choice.finish_reason:
+                finished[choice.index] = choice.finish_reason
+    assert streamed == {c.index: c.text for c in whole.choices}
+    assert finished == {i: "length" for i in range(4)}
+
+
+def test_ignore_eos_is_accepted_and_keeps_generating(tmp_path):
+    app = App(tmp_path, backend={"eos_after": 12})
+    try:
+
+        async def run(client, _):
+            plain = await client.completions.create(model=MODEL, prompt="abc", max_tokens=20, temperature=0)
+            forced = await client.completions.create(
+                model=MODEL, prompt="abc", max_tokens=20, temperature=0, extra_body={"ignore_eos": True}
+            )
+            return plain, forced
+
+        # Before the fix `ignore_eos` was refused as an unsupported parameter (400).
+        plain, forced = app.call(run)
+        assert plain.choices[0].finish_reason == "stop" and plain.usage.completion_tokens == 12 - 4
+        assert forced.choices[0].finish_reason == "length" and forced.usage.completion_tokens == 20
+    finally:
+        app.close()
+
+
+def test_errors_follow_the_table_and_every_refusal_is_logged(app):
+    async def run(client, http):
+        out = {}
+        for name, call in {
+            "too_long": lambda: client.completions.create(model=MODEL, prompt="x" * 200, max_tokens=1),
+            "chat_too_long": lambda: client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "x" * 200}], max_tokens=1
+            ),
+            "no_room": lambda: client.completions.create(model=MODEL, prompt="x", max_tokens=200),
+            "bad_bias": lambda: client.completions.create(model=MODEL, prompt="x", logit_bias={"999": 1}),
+            "no_model": lambda: client.completions.create(model="gpt-4o", prompt="x"),
+        }.items():
+            with pytest.raises(openai.APIStatusError) as e:
+                await call()
+            out[name] = (e.value.status_code, e.value.body)
+        return out
+
+    got = app.call(run)
+    assert got["too_long"][0] == 400 and got["too_long"][1]["code"] == "context_length_exceeded"
+    assert got["too_long"][1]["param"] == "prompt" and "128" in got["too_long"][1]["message"]
+    assert got["chat_too_long"][1]["param"] == "messages"
+    n = len(app.model.tokenize("x"))
+    assert got["no_room"][1]["param"] == "max_tokens"
+    assert f"{n + 200} tokens ({n} in the prompt, 200 for the completion)" in got["no_room"][1]["message"]
+    assert got["bad_bias"][0] == 400 and "outside the vocabulary" in got["bad_bias"][1]["message"]
+    assert got["no_model"][0] == 404 and got["no_model"][1]["code"] == "model_not_found"
+    rows = app.log_rows()
+    assert sorted(r["http_status"] for r in rows) == [400, 400, 400, 400, 404]
+    assert all(r["status"] == "error" and r["response"]["error"]["message"] == r["error"] for r in rows)
+
+
+def test_a_failed_decode_step_is_a_500_and_the_server_goes_on(app):
+    async def run(client, _):
+        app.backend.fail_next_decode()
+        with pytest.raises(openai.InternalServerError) as e:
+            await client.completions.create(model=MODEL, prompt="boom", max_tokens=4)
+        after = await client.completions.create(model=MODEL, prompt="fine", max_tokens=4)
+        return e.value, after
+
+    err, after = app.call(run)
+    assert (
+        err.status_code == 500
+        and err.body["type"] == "server_error"
+        and "injected fault" in err.body["message"]
+    )
+    assert after.usage.completion_tokens == 4
+    statuses = sorted((r["status"], r["http_status"]) for r in app.log_rows())
+    assert statuses == [("completed", 200), ("error", 500)]
+
+
+def test_a_stopped_engine_answers_503_shutting_down(app):
+    for engine in app.state.engines.values():
+        engine.stop()
+
+    async def run(client, _):
+        with pytest.raises(openai.APIStatusError) as e:
+            await client.completions.create(model=MODEL, prompt="late", max_tokens=2)
+        return e.value
+
+    err = app.call(run)
+    assert err.status_code == 503 and err.body["code"] == "shutting_down"
+    assert [r["http_status"] for r in app.log_rows()] == [503]
+
+
+def test_a_full_queue_answers_503_with_retry_after(tmp_path):
+    app = App(tmp_path, max_waiting=1)
+    try:
+
+        async def run(_, http):
+            body = {"model": MODEL, "prompt": ["a", "b", "c", "d"], "max_tokens": 2}
+            return await http.post("/v1/completions", json=body)
+
+        r = app.call(run)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "queue_full"
+        assert r.headers["retry-after"] == "1"
+    finally:
+        app.close()
+
+
+def test_detect_finds_the_watermark_of_a_served_answer(app):
+    async def run(client, http):
+        resp = await client.completions.create(
+            model=MODEL, prompt="Once", max_tokens=100, temperature=1.0, seed=9, logit_bias={str(EOS): -100}
+        )
+        text = resp.choices[0].text
+        found = (await http.post("/v1/detect", json={"text": text})).json()
+        spec = resp.model_extra["hallmark"]["watermark"]["spec_id"]
+        with_spec = (await http.post("/v1/detect", json={"text": text, "spec": spec})).json()
+        bad = await http.post("/v1/detect", json={"text": text, "fpr": 2})
+        return spec, found, with_spec, bad
+
+    spec, found, with_spec, bad = app.call(run)
+    assert found["verdict"] == "watermarked" and found["spec_id"] == spec and found["model"] == MODEL
+    assert with_spec["p_value"] == found["p_value"]
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "fpr"
