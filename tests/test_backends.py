@@ -118,9 +118,9 @@ def test_nothing_outside_backends_imports_llama_cpp():
             elif isinstance(node, ast.ImportFrom):
                 names = [node.module or ""]
             offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] == "llama_cpp"]
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("hallmark.backends."):
-                if node.module != "hallmark.backends.base":
-                    offenders.append(f"{path.name}: {node.module}")
+            module = node.module or "" if isinstance(node, ast.ImportFrom) else ""
+            if module.startswith("hallmark.backends.") and module != "hallmark.backends.base":
+                offenders.append(f"{path.name}: {module}")  # concrete backends only via the factories
     assert offenders == []
     out = subprocess.run(["grep", "-rn", "llama_cpp", str(SRC)], capture_output=True, text=True).stdout
     assert [line for line in out.splitlines() if "/backends/" not in line] == []

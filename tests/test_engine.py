@@ -142,7 +142,8 @@ def test_prefix_reuse_never_crosses_adapter_sets():
     adapter = backend.load_adapter("tuned")
     sched = Scheduler(backend, "fake", slots=[0], reuse_prefixes=True)
     prompt = _ids("The same prompt twice")
-    _run(sched, [r := sched.submit(Request(prompt, GREEDY))])
+    plain = sched.submit(Request(prompt, GREEDY))
+    _run(sched, [plain])
     tuned = Request(prompt, GREEDY, adapters=((adapter, 1.0),))
     result = _run(sched, [sched.submit(tuned)])[id(tuned)]
     assert result.timings.cache_n == 0  # that KV cache was computed with other weights

@@ -268,9 +268,13 @@ class LlamaCppBackend(_Vocabulary):
         # out of order into more micro-batches, which measured 2x slower for 8 decoding sequences.
         ordered = sorted(batch, key=lambda e: (self._seq_adapters.get(e.seq_id, ()), e.seq_id))
         results: dict[int, list[np.ndarray]] = {}
-        for adapters, group in groupby(ordered, key=lambda e: self._seq_adapters.get(e.seq_id, ())):
-            self._activate(adapters)
-            self._decode_group(list(group), results)
+        groups = [list(g) for _, g in groupby(ordered, key=lambda e: self._seq_adapters.get(e.seq_id, ()))]
+        for i, group in enumerate(groups):
+            if i > 0:  # the next llama_decode overwrites the logits buffer the earlier views point into
+                for entry in groups[i - 1]:
+                    results[entry.seq_id] = [block.copy() for block in results[entry.seq_id]]
+            self._activate(self._seq_adapters.get(group[0].seq_id, ()))
+            self._decode_group(group, results)
         return [
             blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
             for blocks in (results[entry.seq_id] for entry in batch)
