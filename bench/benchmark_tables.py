@@ -78,6 +78,18 @@ def decode_table(results: Result) -> str:
             f"| {model} | {fmt('decode_vs_llama_cpp_python')} | {fmt('decode_vs_transformers')} | "
             f"{fmt('prefill_vs_llama_cpp_python')} | {fmt('batch8_vs_batch1')} |"
         )
+    if base := results.get("baseline"):
+        commit = base["commit"][:7]
+        lines += [
+            "",
+            f"This run also measured hallmark at commit {commit} (`--baseline {base['ref']}`), paired:",
+            "",
+            f"| model | decode vs {commit} | prefill vs {commit} | 8-seq aggregate vs {commit} |",
+            "|---|---:|---:|---:|",
+        ]
+        for model, r in ratios:
+            cells = [f"{r[k]:.2f}x" if k in r else "n/a" for k in BASELINE_RATIOS]
+            lines.append(f"| {model} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "| model | " + " | ".join(f"{b} seq" for b in batch_sizes) + " |",
@@ -92,6 +104,9 @@ def decode_table(results: Result) -> str:
                 + " |"
             )
     return "\n".join(lines) + "\n"
+
+
+BASELINE_RATIOS = ("decode_vs_baseline", "prefill_vs_baseline", "batch8_vs_baseline")
 
 
 def decode_run(results: Result) -> str:
@@ -136,7 +151,12 @@ def serve_table(res: Result) -> str:
         f"Model {res['model']}, {res['slots']} slots, prompt {res['prompt_tokens']} tokens, "
         f"{res['output_tokens']} output tokens, {res['threads']} threads; {res.get('rounds', 1)} rounds with "
         f"the servers interleaved, {res.get('min_requests', 16)} requests per level and round (at least 4 x "
-        "concurrency): output tok/s is the median round, latencies pool all requests.",
+        "concurrency): output tok/s is the median round, latencies pool all requests."
+        + (
+            f" `hallmark_baseline` is hallmark at commit {res['baseline']['commit'][:7]}, served alike."
+            if res.get("baseline")
+            else ""
+        ),
         "",
         "| server | concurrency | output tok/s | TTFT p50 / p99 (ms) | TPOT p50 / p99 (ms) "
         "| ITL p50 / p99 (ms) |",

@@ -9,6 +9,7 @@ first token. Each measurement is the median of --repeats runs.
     python bench/decode.py                     # both shipped models, all systems
     python bench/decode.py --skip-transformers # without the (slow) transformers baseline
     python bench/decode.py --models smollm2-135m-instruct --repeats 5
+    python bench/decode.py --baseline 7e25356      # also hallmark at that commit, paired in this run
 
 Writes bench/results/decode.json and prints a Markdown table (also bench/results/decode.md).
 """
@@ -199,8 +200,21 @@ WORKERS = {
 }
 
 
+def baseline_ratios(per: dict) -> dict[str, float]:
+    """This tree's hallmark over the baseline revision's, for each speed both measured."""
+    out = {}
+    h, b = per["hallmark"], per["hallmark_baseline"]
+    if "error" not in h and "error" not in b:
+        out["decode_vs_baseline"] = h["decode_tps"] / b["decode_tps"]
+        out["prefill_vs_baseline"] = h["prefill_tps"] / b["prefill_tps"]
+    hb, bb = per["hallmark_batch"].get("batch"), per["hallmark_batch_baseline"].get("batch")
+    if hb and bb:
+        out["batch8_vs_baseline"] = hb["8"]["aggregate_decode_tps"] / bb["8"]["aggregate_decode_tps"]
+    return out
+
+
 # --------------------------------------------------------------------------------------------------
-def run_worker(name: str, model: str, threads: int, repeats: int) -> dict:
+def run_worker(name: str, model: str, threads: int, repeats: int, env: dict[str, str] | None = None) -> dict:
     print(f"  {model}: {name} ...", file=sys.stderr, flush=True)
     proc = subprocess.run(
         [
@@ -217,6 +231,7 @@ def run_worker(name: str, model: str, threads: int, repeats: int) -> dict:
         ],
         capture_output=True,
         text=True,
+        env=env,
     )
     if proc.returncode != 0:
         return {
@@ -233,6 +248,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-transformers", action="store_true")
+    ap.add_argument(
+        "--baseline", metavar="REF", help="also run hallmark at this git revision (systems *_baseline)"
+    )
     ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(RESULTS / "decode.json"))
     args = ap.parse_args()
@@ -264,8 +282,20 @@ def main() -> None:
     systems = ["hallmark", "hallmark_batch", "llama_cpp_python"] + (
         [] if args.skip_transformers else ["transformers"]
     )
+    # system -> (worker, environment): a baseline system runs the same worker on the other revision.
+    runs: dict[str, tuple[str, dict[str, str] | None]] = {name: (name, None) for name in systems}
+    if args.baseline:
+        from baseline import checkout
+
+        base = checkout(args.baseline)
+        results["baseline"] = base.to_dict()
+        for name in ("hallmark", "hallmark_batch"):
+            runs[f"{name}_baseline"] = (name, base.env())
     for model in args.models.split(","):
-        per = {name: run_worker(name, model, args.threads, args.repeats) for name in systems}
+        per = {
+            name: run_worker(worker, model, args.threads, args.repeats, env)
+            for name, (worker, env) in runs.items()
+        }
         ratios = {}
         h, raw, hf = per["hallmark"], per["llama_cpp_python"], per.get("transformers", {})
         if "error" not in h and "error" not in raw:
@@ -279,6 +309,8 @@ def main() -> None:
             ratios["batch8_vs_batch1"] = (
                 batch["8"]["aggregate_decode_tps"] / batch["1"]["aggregate_decode_tps"]
             )
+        if args.baseline:
+            ratios.update(baseline_ratios(per))
         per["ratios"] = ratios
         results["models"][model] = per
     out = Path(args.out)

@@ -14,6 +14,7 @@ llama-cpp-python sdist (`pip download --no-binary`), into ~/.cache/hallmark-benc
 
     python bench/serve.py                      # everything (about 25 minutes on 2 cores)
     python bench/serve.py --servers hallmark --no-soak
+    python bench/serve.py --baseline 7e25356   # also hallmark at that commit, interleaved in the rounds
 
 Writes bench/results/serve.json and bench/results/serve.md.
 """
@@ -42,6 +43,7 @@ RESULTS = Path(__file__).parent / "results"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hallmark-bench"
 LLAMA_CPP_PYTHON = "0.3.36"
 SERVERS = ("hallmark", "llama_cpp_server", "llama_server")
+BASELINE = None  # a baseline.Baseline when --baseline is given: the server kind "hallmark_baseline"
 REQUEST_NUMBERS = itertools.count()
 PROMPT = (
     "The following is a detailed report on the history of the city's harbour, its trade, its "
@@ -116,7 +118,10 @@ def build_llama_server() -> Path:
 def start(kind: str, model_path: Path, slots: int, n_ctx: int, threads: int) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "HALLMARK_LOG_DB": str(CACHE / "serve-bench-logs.db")}
-    if kind == "hallmark":
+    if kind == "hallmark_baseline":  # the same command, with the baseline revision's hallmark
+        assert BASELINE is not None, "hallmark_baseline needs --baseline REF"
+        env = BASELINE.env(env)
+    if kind in ("hallmark", "hallmark_baseline"):
         cmd = [
             sys.executable,
             "-m",
@@ -378,7 +383,16 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="passes over all servers; the median counts")
     ap.add_argument("--soak", type=int, default=500, help="soak requests (0 = skip)")
     ap.add_argument("--no-soak", action="store_const", const=0, dest="soak")
+    ap.add_argument(
+        "--baseline", metavar="REF", help="also serve hallmark at this git revision (hallmark_baseline)"
+    )
     args = ap.parse_args()
+    if args.baseline:
+        from baseline import checkout
+
+        global BASELINE
+        BASELINE = checkout(args.baseline)
+        args.servers = [*args.servers, "hallmark_baseline"]
 
     import hallmark
     from hallmark.catalog import resolve
@@ -406,6 +420,8 @@ def main() -> None:
         "output_tokens": args.output_tokens,
         "servers": {},
     }
+    if BASELINE is not None:
+        res["baseline"] = BASELINE.to_dict()
     res["rounds"] = args.rounds
     res["min_requests"] = args.min_requests
     res["servers"] = bench_servers(model_path, args, body)

@@ -38,3 +38,18 @@ def test_single_stop_string_becomes_tuple():
     assert SamplingParams(stop="\n").stop == ("\n",)
     assert SamplingParams(temperature=0).greedy
     assert not SamplingParams(temperature=0.1).greedy
+
+
+def test_params_are_hashable_and_immutable_even_with_a_logit_bias():
+    bias = {5: 2.0, 7: -100.0}
+    p = SamplingParams(logit_bias=bias, stop=["a"])
+    # Before the fix: TypeError: unhashable type: 'dict' (the dataclass is frozen, its dict was not).
+    assert hash(p) == hash(SamplingParams(logit_bias={7: -100.0, 5: 2.0}, stop=("a",)))
+    assert {p: "cached"}[SamplingParams(logit_bias=dict(bias), stop=("a",))] == "cached"
+    bias[5] = 99.0  # the caller's dict changing later changes nothing
+    assert p.logit_bias[5] == 2.0 and dict(p.logit_bias) == {5: 2.0, 7: -100.0}
+    with pytest.raises(TypeError):
+        p.logit_bias[5] = 1.0  # type: ignore[index]
+    assert p != SamplingParams(logit_bias={5: 2.5, 7: -100.0}, stop=("a",))
+    with pytest.raises(InvalidSamplingError, match="mapping"):
+        SamplingParams(logit_bias=[(5, 2.0)])  # type: ignore[arg-type]

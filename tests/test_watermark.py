@@ -11,7 +11,7 @@ from scipy import stats
 import hallmark
 from hallmark.engine.sampler import Sampler
 from hallmark.engine.sampling import SamplingParams
-from hallmark.errors import WatermarkKeyError, WatermarkSpecError
+from hallmark.errors import DetectionError, WatermarkKeyError, WatermarkSpecError
 from hallmark.watermark import Detector, SequenceWatermarker, WatermarkKey, WatermarkSpec, make_scheme
 from hallmark.watermark.keys import find_key, list_keys, new_key
 from tests.conftest import run_cli
@@ -309,3 +309,18 @@ def test_sampled_output_is_watermarked_by_default_and_detected_from_cli(tmp_path
         assert result["spec_id"] == out["watermark"]["spec_id"]
     human = run_cli("detect", "-", stdin=human_passages()[0])
     assert human.returncode == 0 and "no watermark found" in human.stdout
+
+
+def test_bad_detection_input_is_a_hallmark_error(smollm2, monkeypatch):
+    monkeypatch.setenv("HALLMARK_WATERMARK_KEY", "0123456789abcdef0123456789abcdef")
+    # Before the fix: a plain ValueError (fpr) and an AttributeError (not a string), which the CLI
+    # and the server turned into a traceback and a 500.
+    for kwargs, message in (({"fpr": 2}, "fpr must be a number in"), ({"fpr": float("nan")}, "fpr")):
+        with pytest.raises(DetectionError, match=message):
+            hallmark.detect("some text to test", **kwargs)
+    with pytest.raises(DetectionError, match="must be a string"):
+        hallmark.detect(123)  # type: ignore[arg-type]
+    detector = _detector(smollm2, "gumbel", _key(0))
+    with pytest.raises(DetectionError):
+        detector.detect_tokens([1, 2, 3], fpr=0)
+    assert issubclass(DetectionError, hallmark.HallmarkError)
