@@ -62,17 +62,17 @@ def decode_table(results: Result) -> str:
                 f"| {model} | {name} | {r['decode_tps']:.1f} | {r['prefill_tps']:.0f} | "
                 f"{r['load_s']:.2f} | {r['peak_rss_mb']:.0f} |"
             )
-        ratios.append((model, systems.get("ratios", {})))
+        ratios.append((model, systems.get("ratios", {}), systems.get("ratios_by_round", {})))
     lines += [
         "",
         "| model | hallmark / llama-cpp-python decode | hallmark / transformers decode | "
         "hallmark / llama-cpp-python prefill | 8-seq aggregate / batch 1 |",
         "|---|---:|---:|---:|---:|",
     ]
-    for model, r in ratios:
+    for model, r, by_round in ratios:
 
-        def fmt(key: str, r: dict = r) -> str:
-            return f"{r[key]:.2f}x" if key in r else "n/a"
+        def fmt(key: str, r: dict = r, by_round: dict = by_round) -> str:
+            return _ratio(r, by_round, key)
 
         lines.append(
             f"| {model} | {fmt('decode_vs_llama_cpp_python')} | {fmt('decode_vs_transformers')} | "
@@ -87,8 +87,8 @@ def decode_table(results: Result) -> str:
             f"| model | decode vs {commit} | prefill vs {commit} | 8-seq aggregate vs {commit} |",
             "|---|---:|---:|---:|",
         ]
-        for model, r in ratios:
-            cells = [f"{r[k]:.2f}x" if k in r else "n/a" for k in BASELINE_RATIOS]
+        for model, r, by_round in ratios:
+            cells = [_ratio(r, by_round, k) for k in BASELINE_RATIOS]
             lines.append(f"| {model} | " + " | ".join(cells) + " |")
     lines += [
         "",
@@ -109,13 +109,27 @@ def decode_table(results: Result) -> str:
 BASELINE_RATIOS = ("decode_vs_baseline", "prefill_vs_baseline", "batch8_vs_baseline")
 
 
+def _ratio(ratios: dict, by_round: dict, key: str) -> str:
+    """A ratio of medians, with each round's paired ratio when there were several rounds."""
+    if key not in ratios:
+        return "n/a"
+    rounds = by_round.get(key, [])
+    detail = f" (rounds {' / '.join(f'{x:.2f}' for x in rounds)})" if len(rounds) > 1 else ""
+    return f"{ratios[key]:.2f}x{detail}"
+
+
 def decode_run(results: Result) -> str:
     """One line: when and how the decode benchmark was recorded."""
     m, s = results["machine"], results["settings"]
     return (
         f"Recorded {results['date']} with llama-cpp-python {m['llama_cpp_python']}, Python {m['python']}, "
         f"{m['threads']} threads; greedy decoding, {s['decode_tokens']} new tokens, a {s['prefill_tokens']}-"
-        f"token prompt for prefill, median of {s['repeats']} runs.\n"
+        f"token prompt for prefill, "
+        + (
+            f"median of {s['rounds']} rounds with the systems interleaved (transformers: one run).\n"
+            if s.get("rounds")
+            else f"median of {s['repeats']} runs.\n"
+        )
     )
 
 

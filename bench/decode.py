@@ -4,11 +4,14 @@ Every system runs in its own subprocess (so peak RSS is its own) on the same mac
 run, with the same thread count, the same prompts and greedy decoding. Speeds are measured the same
 way for all three: the time to produce N tokens minus the time to produce 1 token (which contains
 the prefill) gives the decode time of N-1 tokens; prefill speed is prompt tokens / time to the
-first token. Each measurement is the median of --repeats runs.
+first token. The systems run in --rounds passes with their order rotated, so that a slow spell of
+this shared machine hits every system alike; a speed is the median over the rounds, and each
+round's ratios are paired comparisons (its systems ran back to back). transformers, several times
+slower, runs once.
 
     python bench/decode.py                     # both shipped models, all systems
     python bench/decode.py --skip-transformers # without the (slow) transformers baseline
-    python bench/decode.py --models smollm2-135m-instruct --repeats 5
+    python bench/decode.py --models smollm2-135m-instruct --rounds 5
     python bench/decode.py --baseline 7e25356      # also hallmark at that commit, paired in this run
 
 Writes bench/results/decode.json and prints a Markdown table (also bench/results/decode.md).
@@ -200,16 +203,50 @@ WORKERS = {
 }
 
 
-def baseline_ratios(per: dict) -> dict[str, float]:
-    """This tree's hallmark over the baseline revision's, for each speed both measured."""
-    out = {}
-    h, b = per["hallmark"], per["hallmark_baseline"]
-    if "error" not in h and "error" not in b:
-        out["decode_vs_baseline"] = h["decode_tps"] / b["decode_tps"]
-        out["prefill_vs_baseline"] = h["prefill_tps"] / b["prefill_tps"]
-    hb, bb = per["hallmark_batch"].get("batch"), per["hallmark_batch_baseline"].get("batch")
-    if hb and bb:
-        out["batch8_vs_baseline"] = hb["8"]["aggregate_decode_tps"] / bb["8"]["aggregate_decode_tps"]
+def combine(rounds: list[dict]) -> dict:
+    """One system's rounds as one result: median speeds, every run kept, the largest peak RSS."""
+    errors = [r for r in rounds if "error" in r]
+    if errors:
+        return errors[0]
+    if "batch" in rounds[0]:
+        batch = {
+            b: {
+                "aggregate_decode_tps": _median([r["batch"][b]["aggregate_decode_tps"] for r in rounds]),
+                "runs": [x for r in rounds for x in r["batch"][b]["runs"]],
+            }
+            for b in rounds[0]["batch"]
+        }
+        return {"batch": batch, "peak_rss_mb": max(r["peak_rss_mb"] for r in rounds)}
+    out = {key: _median([r[key] for r in rounds]) for key in ("load_s", "decode_tps", "prefill_tps")}
+    out["decode_runs"] = [x for r in rounds for x in r["decode_runs"]]
+    out["prefill_runs"] = [x for r in rounds for x in r["prefill_runs"]]
+    out["peak_rss_mb"] = max(r["peak_rss_mb"] for r in rounds)
+    if "versions" in rounds[0]:
+        out["versions"] = rounds[0]["versions"]
+    return out
+
+
+def ratios_of(per: dict) -> dict[str, float]:
+    """hallmark's speed over each other system's, for every pair both measured without error."""
+    out: dict[str, float] = {}
+
+    def ok(name: str) -> bool:
+        return name in per and "error" not in per[name]
+
+    for peer, suffix in (
+        ("llama_cpp_python", "llama_cpp_python"),
+        ("transformers", "transformers"),
+        ("hallmark_baseline", "baseline"),
+    ):
+        if ok("hallmark") and ok(peer):
+            out[f"decode_vs_{suffix}"] = per["hallmark"]["decode_tps"] / per[peer]["decode_tps"]
+            out[f"prefill_vs_{suffix}"] = per["hallmark"]["prefill_tps"] / per[peer]["prefill_tps"]
+    if ok("hallmark_batch"):
+        batch = per["hallmark_batch"]["batch"]
+        out["batch8_vs_batch1"] = batch["8"]["aggregate_decode_tps"] / batch["1"]["aggregate_decode_tps"]
+        if ok("hallmark_batch_baseline"):
+            base = per["hallmark_batch_baseline"]["batch"]
+            out["batch8_vs_baseline"] = batch["8"]["aggregate_decode_tps"] / base["8"]["aggregate_decode_tps"]
     return out
 
 
@@ -246,7 +283,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="smollm2-135m-instruct,gemma-3-270m")
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3, help="passes over the systems; medians count")
+    ap.add_argument("--repeats", type=int, default=1, help="measurements per system and round")
     ap.add_argument("--skip-transformers", action="store_true")
     ap.add_argument(
         "--baseline", metavar="REF", help="also run hallmark at this git revision (systems *_baseline)"
@@ -273,6 +311,7 @@ def main() -> None:
         "settings": {
             "decode_tokens": N_DECODE,
             "prefill_tokens": N_PREFILL,
+            "rounds": args.rounds,
             "repeats": args.repeats,
             "greedy": True,
             "batch_sizes": list(BATCH_SIZES),
@@ -291,27 +330,23 @@ def main() -> None:
         results["baseline"] = base.to_dict()
         for name in ("hallmark", "hallmark_batch"):
             runs[f"{name}_baseline"] = (name, base.env())
+    interleaved = [name for name in runs if name != "transformers"]
     for model in args.models.split(","):
-        per = {
-            name: run_worker(worker, model, args.threads, args.repeats, env)
-            for name, (worker, env) in runs.items()
-        }
-        ratios = {}
-        h, raw, hf = per["hallmark"], per["llama_cpp_python"], per.get("transformers", {})
-        if "error" not in h and "error" not in raw:
-            ratios["decode_vs_llama_cpp_python"] = h["decode_tps"] / raw["decode_tps"]
-            ratios["prefill_vs_llama_cpp_python"] = h["prefill_tps"] / raw["prefill_tps"]
-        if hf and "error" not in hf and "error" not in h:
-            ratios["decode_vs_transformers"] = h["decode_tps"] / hf["decode_tps"]
-            ratios["prefill_vs_transformers"] = h["prefill_tps"] / hf["prefill_tps"]
-        batch = per["hallmark_batch"].get("batch")
-        if batch:
-            ratios["batch8_vs_batch1"] = (
-                batch["8"]["aggregate_decode_tps"] / batch["1"]["aggregate_decode_tps"]
-            )
-        if args.baseline:
-            ratios.update(baseline_ratios(per))
-        per["ratios"] = ratios
+        rounds: dict[str, list[dict]] = {name: [] for name in runs}
+        for r in range(args.rounds):
+            for name in interleaved[r % len(interleaved) :] + interleaved[: r % len(interleaved)]:
+                worker, env = runs[name]
+                rounds[name].append(run_worker(worker, model, args.threads, args.repeats, env))
+        if "transformers" in runs:
+            rounds["transformers"] = [run_worker("transformers", model, args.threads, args.repeats)]
+        per: dict = {name: combine(results) for name, results in rounds.items()}
+        per["ratios"] = ratios_of(per)
+        # Round i's ratios compare systems that ran back to back: paired, unlike the medians'.
+        paired = [
+            ratios_of({name: rs[i] for name, rs in rounds.items() if name != "transformers"})
+            for i in range(args.rounds)
+        ]
+        per["ratios_by_round"] = {key: [r[key] for r in paired if key in r] for key in paired[0]}
         results["models"][model] = per
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

