@@ -251,8 +251,10 @@ def ratios_of(per: dict) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------------------------------
-def run_worker(name: str, model: str, threads: int, repeats: int, env: dict[str, str] | None = None) -> dict:
-    print(f"  {model}: {name} ...", file=sys.stderr, flush=True)
+def run_worker(
+    name: str, model: str, threads: int, repeats: int, env: dict[str, str] | None = None, label: str = ""
+) -> dict:
+    print(f"  {model}: {label or name} ...", file=sys.stderr, flush=True)
     proc = subprocess.run(
         [
             sys.executable,
@@ -336,7 +338,7 @@ def main() -> None:
         for r in range(args.rounds):
             for name in interleaved[r % len(interleaved) :] + interleaved[: r % len(interleaved)]:
                 worker, env = runs[name]
-                rounds[name].append(run_worker(worker, model, args.threads, args.repeats, env))
+                rounds[name].append(run_worker(worker, model, args.threads, args.repeats, env, name))
         if "transformers" in runs:
             rounds["transformers"] = [run_worker("transformers", model, args.threads, args.repeats)]
         per: dict = {name: combine(results) for name, results in rounds.items()}
