@@ -482,6 +482,8 @@ BLOCKS: dict[str, tuple[str, Callable[[Result], str]]] = {
     "serve": ("serve", serve_table),
     "serve-run": ("serve", serve_run),
     "serve-goals": ("serve", serve_goals),
+    "serve_baseline": ("serve_baseline", serve_table),
+    "serve_baseline-run": ("serve_baseline", serve_run),
     "batch_agreement": ("batch_agreement", lambda res: batch_agreement_table(res["results"])),
     "batch_agreement-run": ("batch_agreement", batch_agreement_run),
     "tasks": ("tasks", lambda res: tasks_table(res["cells"])),
@@ -498,6 +500,7 @@ BLOCKS: dict[str, tuple[str, Callable[[Result], str]]] = {
 RESULT_TABLES = {
     "decode": "decode",
     "serve": "serve",
+    "serve_baseline": "serve_baseline",
     "batch_agreement": "batch_agreement",
     "tasks": "tasks",
     "task_prompts": "task_prompts",

@@ -386,6 +386,7 @@ def main() -> None:
     ap.add_argument(
         "--baseline", metavar="REF", help="also serve hallmark at this git revision (hallmark_baseline)"
     )
+    ap.add_argument("--out", default=str(RESULTS / "serve.json"))
     args = ap.parse_args()
     if args.baseline:
         from baseline import checkout
@@ -443,9 +444,11 @@ def main() -> None:
     if args.soak:
         res["soak"] = soak(model_path, args, body)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "serve.json").write_text(json.dumps(res, indent=2) + "\n")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2) + "\n")
     table = markdown(res)
-    (RESULTS / "serve.md").write_text(table)
+    out.with_suffix(".md").write_text(table)
     print(table)
 
 
