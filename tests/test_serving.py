@@ -148,6 +148,9 @@ def test_errors_follow_the_table_and_every_refusal_is_logged(app):
             "no_room": lambda: client.completions.create(model=MODEL, prompt="x", max_tokens=200),
             "bad_bias": lambda: client.completions.create(model=MODEL, prompt="x", logit_bias={"999": 1}),
             "no_model": lambda: client.completions.create(model="gpt-4o", prompt="x"),
+            "bad_ignore_eos": lambda: client.completions.create(
+                model=MODEL, prompt="x", extra_body={"ignore_eos": "maybe"}
+            ),
         }.items():
             with pytest.raises(openai.APIStatusError) as e:
                 await call()
@@ -164,7 +167,8 @@ def test_errors_follow_the_table_and_every_refusal_is_logged(app):
     assert got["bad_bias"][0] == 400 and "outside the vocabulary" in got["bad_bias"][1]["message"]
     assert got["no_model"][0] == 404 and got["no_model"][1]["code"] == "model_not_found"
     rows = app.log_rows()
-    assert sorted(r["http_status"] for r in rows) == [400, 400, 400, 400, 404]
+    assert got["bad_ignore_eos"][0] == 400 and got["bad_ignore_eos"][1]["param"] == "ignore_eos"
+    assert sorted(r["http_status"] for r in rows) == [400, 400, 400, 400, 400, 404]
     assert all(r["status"] == "error" and r["response"]["error"]["message"] == r["error"] for r in rows)
 
 

@@ -15,11 +15,13 @@ these protocols and the factories in `hallmark.backends`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
+
+from hallmark.errors import HallmarkError
 
 # Adapter ids with their scales, sorted by id: () runs the base model.
 AdapterSet = tuple[tuple[str, float], ...]
@@ -143,3 +145,35 @@ class Backend(Tokenizer, Protocol):
     def sequence_adapters(self, seq_id: int) -> AdapterSet:
         """The adapter set the sequence runs with (() = the base model)."""
         ...
+
+
+class SequenceAdapters:
+    """Which adapter set each sequence runs with, for backends to mix in: the one place of the rule
+    that a change of adapters frees the sequence's KV cache (it was computed with other weights).
+
+    The backend provides `loaded_adapters()` (the ids `load_adapter` gave out) and `free`.
+    """
+
+    def __init__(self) -> None:
+        self._seq_adapters: dict[int, AdapterSet] = {}
+
+    def loaded_adapters(self) -> Collection[str]:
+        raise NotImplementedError
+
+    def free(self, seq_id: int) -> None:
+        raise NotImplementedError
+
+    def set_adapters(self, seq_id: int, adapters: AdapterSet) -> None:
+        loaded = self.loaded_adapters()
+        unknown = [name for name, _ in adapters if name not in loaded]
+        if unknown:
+            raise HallmarkError(f"adapter {unknown[0]!r} is not loaded")
+        if adapters != self.sequence_adapters(seq_id):
+            self.free(seq_id)
+        if adapters:
+            self._seq_adapters[seq_id] = adapters
+        else:
+            self._seq_adapters.pop(seq_id, None)
+
+    def sequence_adapters(self, seq_id: int) -> AdapterSet:
+        return self._seq_adapters.get(seq_id, ())

@@ -24,8 +24,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from hallmark.backends.base import AdapterSet, SequenceInput
-from hallmark.errors import BackendError, HallmarkError
+from hallmark.backends.base import AdapterSet, SequenceAdapters, SequenceInput
+from hallmark.errors import BackendError
 
 BOS, EOS, IM_START, IM_END = 256, 257, 258, 259
 SPECIALS = {"<s>": BOS, "</s>": EOS, "<|im_start|>": IM_START, "<|im_end|>": IM_END}
@@ -37,7 +37,7 @@ CHATML_TEMPLATE = (
 )
 
 
-class FakeBackend:
+class FakeBackend(SequenceAdapters):
     def __init__(
         self,
         n_ctx: int = 256,
@@ -47,6 +47,7 @@ class FakeBackend:
         eos_after: int | None = None,
         window: int = 4,
     ):
+        super().__init__()
         self.n_vocab = 260
         self.n_ctx = n_ctx
         self.max_sequences = max_sequences
@@ -57,7 +58,6 @@ class FakeBackend:
         self.calls: list[list[tuple[int, int, bool]]] = []
         self.adapter_files: dict[str, float] = {}  # adapter id -> its logit shift
         self._cache: dict[int, list[int]] = {}  # the "KV cache": tokens of each sequence
-        self._seq_adapters: dict[int, AdapterSet] = {}
         self._fail_next = False
         self._adapter_direction = np.sin(np.arange(self.n_vocab, dtype=np.float32))
 
@@ -131,7 +131,7 @@ class FakeBackend:
             for i, token in enumerate(entry.tokens):
                 history.append(int(token))
                 if entry.all_logits or i == len(entry.tokens) - 1:
-                    rows.append(self._logits(history, self._seq_adapters.get(entry.seq_id, ())))
+                    rows.append(self._logits(history, self.sequence_adapters(entry.seq_id)))
             out.append(np.stack(rows))
         return out
 
@@ -165,16 +165,8 @@ class FakeBackend:
             self.adapter_files[path] = 1.0 + len(self.adapter_files)
         return path
 
-    def set_adapters(self, seq_id: int, adapters: AdapterSet) -> None:
-        unknown = [name for name, _ in adapters if name not in self.adapter_files]
-        if unknown:
-            raise HallmarkError(f"adapter {unknown[0]!r} is not loaded")
-        if adapters != self._seq_adapters.get(seq_id, ()):
-            self.free(seq_id)
-        self._seq_adapters[seq_id] = adapters
-
-    def sequence_adapters(self, seq_id: int) -> AdapterSet:
-        return self._seq_adapters.get(seq_id, ())
+    def loaded_adapters(self) -> dict[str, float]:
+        return self.adapter_files
 
     def close(self) -> None:
         self._cache.clear()

@@ -20,7 +20,7 @@ import llama_cpp
 import numpy as np
 
 from hallmark.backends import default_threads
-from hallmark.backends.base import AdapterSet, BackendConfig, GGUFHeader, SequenceInput
+from hallmark.backends.base import AdapterSet, BackendConfig, GGUFHeader, SequenceAdapters, SequenceInput
 from hallmark.errors import BackendError, HallmarkError, ModelFileError
 
 _DEFAULT_MAX_CTX = 8192
@@ -201,13 +201,14 @@ class LlamaCppTokenizer(_Vocabulary):
             self.close()
 
 
-class LlamaCppBackend(_Vocabulary):
+class LlamaCppBackend(_Vocabulary, SequenceAdapters):
     def __init__(self, model_path: str | Path, config: BackendConfig | None = None):
         config = config or BackendConfig()
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = config.n_gpu_layers if config.n_gpu_layers >= 0 else 2**31 - 1
         self._model = _load_model(Path(model_path), model_params, "load")
-        super().__init__(llama_cpp.llama_model_get_vocab(self._model))
+        _Vocabulary.__init__(self, llama_cpp.llama_model_get_vocab(self._model))
+        SequenceAdapters.__init__(self)
         self.n_ctx_train = llama_cpp.llama_model_n_ctx_train(self._model)
         self.n_ctx = config.n_ctx or min(self.n_ctx_train, _DEFAULT_MAX_CTX)
         self.max_sequences = config.max_sequences
@@ -246,7 +247,6 @@ class LlamaCppBackend(_Vocabulary):
         self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         self._positions: dict[int, int] = {}  # tokens of each sequence in the KV cache
         self._adapters: dict[str, llama_cpp.llama_adapter_lora_p] = {}  # id -> loaded adapter
-        self._seq_adapters: dict[int, AdapterSet] = {}
         self._active_adapters: AdapterSet = ()  # what the context runs with now
 
     def metadata(self) -> dict[str, str]:
@@ -266,14 +266,14 @@ class LlamaCppBackend(_Vocabulary):
                 raise ValueError(f"sequence {entry.seq_id} would exceed its context of {self.n_ctx} tokens")
         # Sequence-id order within each adapter set: llama.cpp splits a batch whose sequences are
         # out of order into more micro-batches, which measured 2x slower for 8 decoding sequences.
-        ordered = sorted(batch, key=lambda e: (self._seq_adapters.get(e.seq_id, ()), e.seq_id))
+        ordered = sorted(batch, key=lambda e: (self.sequence_adapters(e.seq_id), e.seq_id))
         results: dict[int, list[np.ndarray]] = {}
-        groups = [list(g) for _, g in groupby(ordered, key=lambda e: self._seq_adapters.get(e.seq_id, ()))]
+        groups = [list(g) for _, g in groupby(ordered, key=lambda e: self.sequence_adapters(e.seq_id))]
         for i, group in enumerate(groups):
             if i > 0:  # the next llama_decode overwrites the logits buffer the earlier views point into
                 for entry in groups[i - 1]:
                     results[entry.seq_id] = [block.copy() for block in results[entry.seq_id]]
-            self._activate(self._seq_adapters.get(group[0].seq_id, ()))
+            self._activate(self.sequence_adapters(group[0].seq_id))
             self._decode_group(group, results)
         return [
             blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
@@ -363,19 +363,8 @@ class LlamaCppBackend(_Vocabulary):
         self._adapters[adapter_id] = adapter
         return adapter_id
 
-    def set_adapters(self, seq_id: int, adapters: AdapterSet) -> None:
-        unknown = [name for name, _ in adapters if name not in self._adapters]
-        if unknown:
-            raise HallmarkError(f"adapter {unknown[0]!r} is not loaded")
-        if adapters != self._seq_adapters.get(seq_id, ()):
-            self.free(seq_id)  # its KV cache was computed with other weights
-        if adapters:
-            self._seq_adapters[seq_id] = adapters
-        else:
-            self._seq_adapters.pop(seq_id, None)
-
-    def sequence_adapters(self, seq_id: int) -> AdapterSet:
-        return self._seq_adapters.get(seq_id, ())
+    def loaded_adapters(self) -> dict[str, llama_cpp.llama_adapter_lora_p]:
+        return self._adapters
 
     def _activate(self, adapters: AdapterSet) -> None:
         if adapters == self._active_adapters:
