@@ -155,6 +155,11 @@ def test_errors_follow_the_table_and_every_refusal_is_logged(app):
             with pytest.raises(openai.APIStatusError) as e:
                 await call()
             out[name] = (e.value.status_code, e.value.body)
+        # A lone surrogate, as JSON allows ("\ud800"); the openai client cannot send one.
+        body = b'{"model": "fake", "messages": [{"role": "user", "content": "hi \\ud800"}]}'
+        json_type = {"content-type": "application/json"}
+        r = await http.post("/v1/chat/completions", content=body, headers=json_type)
+        out["surrogate"] = (r.status_code, r.json()["error"])
         return out
 
     got = app.call(run)
@@ -168,7 +173,8 @@ def test_errors_follow_the_table_and_every_refusal_is_logged(app):
     assert got["no_model"][0] == 404 and got["no_model"][1]["code"] == "model_not_found"
     rows = app.log_rows()
     assert got["bad_ignore_eos"][0] == 400 and got["bad_ignore_eos"][1]["param"] == "ignore_eos"
-    assert sorted(r["http_status"] for r in rows) == [400, 400, 400, 400, 400, 404]
+    assert got["surrogate"][0] == 400 and "lone surrogate" in got["surrogate"][1]["message"]
+    assert sorted(r["http_status"] for r in rows) == [400, 400, 400, 400, 400, 400, 404]
     assert all(r["status"] == "error" and r["response"]["error"]["message"] == r["error"] for r in rows)
 
 
@@ -230,9 +236,13 @@ def test_detect_finds_the_watermark_of_a_served_answer(app):
         spec = resp.model_extra["hallmark"]["watermark"]["spec_id"]
         with_spec = (await http.post("/v1/detect", json={"text": text, "spec": spec})).json()
         bad = await http.post("/v1/detect", json={"text": text, "fpr": 2})
-        return spec, found, with_spec, bad
+        surrogate = await http.post(
+            "/v1/detect", content=b'{"text": "a \\ud800 b"}', headers={"content-type": "application/json"}
+        )
+        return spec, found, with_spec, bad, surrogate
 
-    spec, found, with_spec, bad = app.call(run)
+    spec, found, with_spec, bad, surrogate = app.call(run)
     assert found["verdict"] == "watermarked" and found["spec_id"] == spec and found["model"] == MODEL
     assert with_spec["p_value"] == found["p_value"]
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "fpr"
+    assert surrogate.status_code == 400 and "lone surrogate" in surrogate.json()["error"]["message"]

@@ -320,6 +320,8 @@ def test_bad_detection_input_is_a_hallmark_error(smollm2, monkeypatch):
             hallmark.detect("some text to test", **kwargs)
     with pytest.raises(DetectionError, match="must be a string"):
         hallmark.detect(123)  # type: ignore[arg-type]
+    with pytest.raises(DetectionError, match="lone surrogate at character 2"):
+        hallmark.detect("a \ud800 b")
     detector = _detector(smollm2, "gumbel", _key(0))
     with pytest.raises(DetectionError):
         detector.detect_tokens([1, 2, 3], fpr=0)

@@ -71,3 +71,12 @@ class EngineStopped(HallmarkError):
 
 class DetectionError(HallmarkError, ValueError):
     """Bad input to watermark detection (not a string, an fpr outside (0, 1), ...)."""
+
+
+def check_unicode(text: str, what: str, error: type[HallmarkError] = PromptError) -> None:
+    """Refuse text that cannot be encoded as UTF-8 (a lone surrogate, as JSON's "\\ud800" gives),
+    which every tokenizer needs, with an error naming where, instead of a UnicodeEncodeError."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise error(f"{what} is not valid Unicode: a lone surrogate at character {e.start}") from None

@@ -18,7 +18,7 @@ from hallmark.engine.request import Request
 from hallmark.engine.results import GenerationResult, StreamChunk
 from hallmark.engine.sampling import SamplingParams, sampling_params
 from hallmark.engine.scoring import token_logprobs
-from hallmark.errors import HallmarkError, PromptError, WatermarkSpecError
+from hallmark.errors import HallmarkError, PromptError, WatermarkSpecError, check_unicode
 from hallmark.watermark.keys import default_key, find_key
 from hallmark.watermark.schemes import Scheme, make_scheme
 from hallmark.watermark.spec import DEFAULT_SCHEME, SCHEMES, WatermarkSpec
@@ -98,6 +98,7 @@ class Model:
         return self.backend.fingerprint()
 
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
+        check_unicode(text, "the prompt")
         return self.backend.tokenize(text, add_special=add_special, parse_special=True)
 
     def detokenize(self, tokens: Sequence[int]) -> str:

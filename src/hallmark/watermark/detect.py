@@ -21,7 +21,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from hallmark.backends.base import Tokenizer
-from hallmark.errors import DetectionError
+from hallmark.errors import DetectionError, check_unicode
 from hallmark.watermark.prf import context_seeds
 from hallmark.watermark.schemes import Scheme, make_scheme
 from hallmark.watermark.spec import DEFAULT_FPR, WatermarkSpec
@@ -193,6 +193,7 @@ def check_detect_args(text: object, fpr: object) -> None:
     """The detector's inputs, checked before any work: a clear error, never a numpy traceback."""
     if not isinstance(text, str):
         raise DetectionError(f"the text to test must be a string, got {type(text).__name__}")
+    check_unicode(text, "the text to test", DetectionError)
     if isinstance(fpr, bool) or not isinstance(fpr, int | float) or not 0 < fpr < 1:
         raise DetectionError(f"fpr must be a number in (0, 1), got {fpr!r}")
 
