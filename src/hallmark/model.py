@@ -12,7 +12,7 @@ import numpy as np
 
 from hallmark.backends import Backend, BackendConfig, Tokenizer, open_backend
 from hallmark.catalog import DEFAULT_MODEL, CatalogEntry, resolve
-from hallmark.engine.chat import FALLBACK_STOP, render_chat
+from hallmark.engine.chat import FALLBACK_STOP, render_chat_segments, tokenize_chat
 from hallmark.engine.generate import generate_stream, in_order
 from hallmark.engine.request import Request
 from hallmark.engine.results import GenerationResult, StreamChunk
@@ -97,9 +97,11 @@ class Model:
         """The tokenizer's fingerprint, which watermark specs name."""
         return self.backend.fingerprint()
 
-    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]:
+        """Token ids of `text`. Control-token markup in it ('<|im_end|>') stays text unless
+        `parse_special` is set: prompts from users must never act as a chat template's markup."""
         check_unicode(text, "the prompt")
-        return self.backend.tokenize(text, add_special=add_special, parse_special=True)
+        return self.backend.tokenize(text, add_special=add_special, parse_special=parse_special)
 
     def detokenize(self, tokens: Sequence[int]) -> str:
         return self.backend.detokenize(tokens)
@@ -179,20 +181,29 @@ class Model:
         return float(np.exp(-lp.mean()))
 
     def render_chat(self, messages: Sequence[Mapping[str, Any]]) -> str:
+        return "".join(text for text, _ in self._chat_segments(messages))
+
+    def chat_prompt_ids(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Token ids of the rendered conversation; text in the messages never becomes a control token."""
+        segments = self._chat_segments(messages)
+        bos = self.backend.token_text(self.backend.bos_token)
+        # Templates that write the BOS token themselves must not get a second one from the tokenizer.
+        template_wrote_bos = (
+            bool(bos) and bool(segments) and not segments[0][1] and segments[0][0].startswith(bos)
+        )
+        return tokenize_chat(self.backend, segments, add_bos=not template_wrote_bos)
+
+    def _chat_segments(self, messages: Sequence[Mapping[str, Any]]) -> list[tuple[str, bool]]:
+        for m in messages if isinstance(messages, Sequence) and not isinstance(messages, str) else ():
+            if isinstance(m, Mapping) and isinstance(m.get("content"), str):
+                check_unicode(m["content"], "a message")
         tok = self.backend
-        return render_chat(
+        return render_chat_segments(
             messages,
             self.chat_template,
             bos_token=tok.token_text(tok.bos_token),
             eos_token=tok.token_text(tok.eos_token),
         )
-
-    def chat_prompt_ids(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
-        text = self.render_chat(messages)
-        bos = self.backend.token_text(self.backend.bos_token)
-        # Templates that write the BOS token themselves must not get a second one from the tokenizer.
-        add_special = not (bos and text.startswith(bos))
-        return self.tokenize(text, add_special=add_special)
 
     def _prompt_ids(self, prompt: str | Sequence[int]) -> list[int]:
         if isinstance(prompt, str):

@@ -95,6 +95,11 @@ class Tokenizer(Protocol):
         """True for end-of-generation tokens (EOS, EOT, <|im_end|>, ...)."""
         ...
 
+    def is_special(self, token: int) -> bool:
+        """True for control tokens ('<|im_end|>', '<start_of_turn>'): markup that only a chat template
+        may produce. (User-defined tokens are not: tokenizers produce them from plain text too.)"""
+        ...
+
     def fingerprint(self) -> str:
         """A short hash of the whole vocabulary: token ids mean the same text iff it matches."""
         ...

@@ -94,6 +94,9 @@ class FakeBackend(SequenceAdapters):
     def is_eog(self, token: int) -> bool:
         return token in (EOS, IM_END)
 
+    def is_special(self, token: int) -> bool:
+        return token in SPECIALS.values()
+
     def fingerprint(self) -> str:
         vocab = "\0".join(self.token_text(t) for t in range(self.n_vocab))
         return hashlib.sha256(b"hallmark-fake-v1\0" + vocab.encode("utf-8", "surrogatepass")).hexdigest()[:16]

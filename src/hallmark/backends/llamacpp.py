@@ -157,6 +157,12 @@ class _Vocabulary:
     def is_eog(self, token: int) -> bool:
         return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
 
+    def is_special(self, token: int) -> bool:
+        # Control tokens are what parse_special turns on; user-defined ones (gemma's whitespace runs)
+        # come out of plain text as well.
+        attr = llama_cpp.llama_vocab_get_attr(self._vocab, token) if 0 <= token < self.n_vocab else 0
+        return bool(attr & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL)
+
     @property
     def bos_token(self) -> int:
         return llama_cpp.llama_vocab_bos(self._vocab)
