@@ -5,6 +5,19 @@ transaction, so the log never holds a half-written request. WAL mode lets `hallm
 while a server writes. Location: $HALLMARK_LOG_DB, else $XDG_DATA_HOME/hallmark/logs.db
 (~/.local/share/hallmark/logs.db).
 
+Writing. `RequestLog(path)` writes synchronously: `write` returns once the row is committed and
+raises if it cannot be (the CLI and tests). `RequestLog(path, background=True)` (the server) never
+blocks the caller: `write` queues the row and returns; one writer thread commits the rows in the
+order they were queued, retrying while SQLite refuses (another process holds the write lock, the
+disk is full) with backoff. A row is given up only once it has waited `give_up_after` seconds
+(60) unwritten and another attempt fails, or when more than `max_pending` rows wait; either way it
+is counted in `stats()["failed"]` with the error, and logged, never dropped silently. `flush`
+waits for the queue to empty; `close` drains it first, so a normal shutdown loses no row.
+
+Privacy. The log holds every prompt and answer, so a log file hallmark creates is 0600 (SQLite
+gives its -wal and -shm files the database file's mode) and a directory it creates for it 0700.
+An existing file or directory keeps the mode its owner gave it: hallmark never chmods them.
+
 The schema changes only through MIGRATIONS, an ordered list of steps (as Simon Willison's `llm`
 keeps its log): opening a log applies the steps it has not had yet, in order and in one
 transaction, and records how many it has had in SQLite's `PRAGMA user_version`. So a log written by an older
@@ -17,16 +30,22 @@ from __future__ import annotations
 
 import enum
 import json
+import logging
 import os
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hallmark.errors import HallmarkError
+from hallmark.errors import HallmarkError, check_unicode
+
+log = logging.getLogger(__name__)
+
+MAX_ID_CHARS = 200  # server ids are ~40 characters; a longer "id" is a mistake (or an attack)
 
 
 class Outcome(enum.StrEnum):
@@ -174,14 +193,40 @@ class LogRecord:
         return tuple(d[c] for c in COLUMNS)
 
 
-class RequestLog:
-    """Thread-safe writer and reader of the request log."""
+def _create_private(path: Path) -> None:
+    """Create the log's directory (0700) and an empty database file (0600) if they do not exist.
 
-    def __init__(self, path: str | os.PathLike[str] | None = None):
+    SQLite would create the file with the umask's mode (0644 as a rule), and its -wal and -shm
+    files copy the database file's mode, so making the file first makes all three owner-only.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return  # the user's file, mode and all
+    os.close(fd)  # an empty file is an empty SQLite database
+
+
+class RequestLog:
+    """Thread-safe writer and reader of the request log; see the module docstring for the modes."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        background: bool = False,
+        give_up_after: float = 60.0,
+        max_pending: int = 10_000,
+    ):
         self.path = Path(path) if path is not None else default_path()
+        self.background = background
+        self.give_up_after = give_up_after
+        self.max_pending = max_pending
+        # The writer thread retries itself, so each attempt waits only briefly for SQLite's lock;
+        # a synchronous write waits up to 10 s, as it always has.
+        busy_timeout = min(1.0, give_up_after) if background else 10.0
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=10)
+            _create_private(self.path)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=busy_timeout)
         except (OSError, sqlite3.Error) as e:
             raise HallmarkError(f"cannot open the request log {self.path}: {e}") from e
         try:
@@ -194,15 +239,122 @@ class RequestLog:
             self._db.close()
             raise HallmarkError(f"cannot open the request log {self.path}: {e}") from e
         self._db.row_factory = sqlite3.Row
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the connection
+        # The queue, the counters and the closing flags; the writer waits on it for rows.
+        self._cond = threading.Condition()
+        self._queue: deque[tuple[tuple[Any, ...], float]] = deque()  # (row, give-up time); head in flight
+        self._written = 0
+        self._failed = 0
+        self._last_error: str | None = None
+        self._failing = False  # since the last row given up, nothing was written (log once per streak)
+        self._closing = False  # close() began: take no more rows, drain the queue
+        self._abandoned = False  # close() ran out of time: stop after the current attempt
+        self._closed = False
+        self._writer: threading.Thread | None = None
+        if background:
+            self._writer = threading.Thread(target=self._drain, name="hallmark-request-log", daemon=True)
+            self._writer.start()
 
+    # -- writing -------------------------------------------------------------------------------------
     def write(self, record: LogRecord) -> None:
+        """Log `record`: committed before returning, or with background=True queued (never blocks)."""
+        row = record.row()  # now, in the caller's thread: the record may change after we return
+        if not self.background:
+            try:
+                self._insert(row)
+            except Exception as e:
+                with self._cond:
+                    self._failed += 1
+                    self._last_error = str(e)
+                raise
+            with self._cond:
+                self._written += 1
+            return
+        with self._cond:
+            if self._closing:
+                self._give_up(1, "a request ended after the request log was closed")
+            elif len(self._queue) >= self.max_pending:
+                self._give_up(1, f"{self.max_pending} rows already wait to be written ({self._last_error})")
+            else:
+                self._queue.append((row, time.monotonic() + self.give_up_after))
+                self._cond.notify_all()
+
+    def _insert(self, row: tuple[Any, ...]) -> None:
         placeholders = ", ".join("?" for _ in COLUMNS)
         with self._lock, self._db:  # one transaction: the row is written whole or not at all
-            self._db.execute(
-                f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({placeholders})", record.row()
-            )
+            self._db.execute(f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({placeholders})", row)
 
+    def _give_up(self, rows: int, error: str) -> None:
+        """Count `rows` as lost (the caller holds self._cond); warn once until a write succeeds."""
+        self._failed += rows
+        self._last_error = error
+        if not self._failing:
+            log.warning("request log %s: gave up %d row(s): %s", self.path, rows, error)
+        self._failing = True
+
+    def _drain(self) -> None:
+        """The writer thread: commit the queued rows in order until close() is done with it."""
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue:
+                    return  # closing, and everything is written
+                row, give_up_at = self._queue[0]  # stays queued (counted as pending) while in flight
+            error = self._write_until(row, give_up_at)
+            with self._cond:
+                if error is not None and self._abandoned:
+                    return  # close() counts what is left, this row included
+                self._queue.popleft()
+                if error is None:
+                    self._written += 1
+                    if self._failing:
+                        log.warning("request log %s: writing again (%d rows lost)", self.path, self._failed)
+                    self._failing = False
+                else:
+                    self._give_up(1, error)
+                self._cond.notify_all()
+
+    def _write_until(self, row: tuple[Any, ...], give_up_at: float) -> str | None:
+        """Insert `row`, retrying until `give_up_at`; None once written, else the last error."""
+        backoff = 0.05
+        while True:
+            try:
+                self._insert(row)
+                return None
+            except sqlite3.OperationalError as e:  # locked, busy, disk full, read-only: may pass
+                error = str(e)
+            except Exception as e:  # e.g. the id is logged already: it would fail forever
+                return f"{type(e).__name__}: {e}"
+            now = time.monotonic()
+            if now >= give_up_at or self._abandoned:
+                return error
+            with self._cond:  # a sleep that close() can cut short
+                self._cond.wait(min(backoff, give_up_at - now))
+            backoff = min(2 * backoff, 1.0)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until no row waits to be written (written or given up); False if `timeout` passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._queue:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            return True
+
+    def stats(self) -> dict[str, Any]:
+        """`pending` (queued, not yet written), `written`, `failed` (given up) and `last_error`."""
+        with self._cond:
+            return {
+                "pending": len(self._queue),
+                "written": self._written,
+                "failed": self._failed,
+                "last_error": self._last_error,
+            }
+
+    # -- reading ---------------------------------------------------------------------------------------
     def recent(self, limit: int = 20, model: str | None = None) -> list[dict[str, Any]]:
         query = "SELECT * FROM requests"
         args: list[Any] = []
@@ -215,15 +367,24 @@ class RequestLog:
             return [_decode(r) for r in self._db.execute(query, args).fetchall()]
 
     def get(self, request_id: str) -> dict[str, Any]:
-        """One request by id, or by a unique prefix of it."""
+        """One request by id, or by a unique prefix of it (matched literally, case and all)."""
+        if not request_id:
+            raise HallmarkError("give a request id (or the start of one)")
+        if len(request_id) > MAX_ID_CHARS:
+            raise HallmarkError(
+                f"a request id is at most {MAX_ID_CHARS} characters; this one has {len(request_id)}"
+            )
+        check_unicode(request_id, "the request id", HallmarkError)
+        # substr, not LIKE: LIKE would read '%' and '_' as wildcards and ignore case. The exact id
+        # sorts first, so that it is found even when longer ids start with it.
         with self._lock:
             rows = self._db.execute(
-                "SELECT * FROM requests WHERE id = ? OR id LIKE ? ORDER BY created DESC LIMIT 2",
-                (request_id, request_id.replace("%", "") + "%"),
+                "SELECT * FROM requests WHERE substr(id, 1, length(:id)) = :id "
+                "ORDER BY id = :id DESC, created DESC LIMIT 2",
+                {"id": request_id},
             ).fetchall()
-        exact = [r for r in rows if r["id"] == request_id]
-        if exact:
-            return _decode(exact[0])
+        if rows and rows[0]["id"] == request_id:
+            return _decode(rows[0])
         if not rows:
             raise HallmarkError(f"no logged request with id {request_id!r} in {self.path}")
         if len(rows) > 1:
@@ -234,9 +395,40 @@ class RequestLog:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM requests").fetchone()[0])
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> bool:
+        """Write the queued rows (waiting up to `timeout` seconds; None: until done), then close.
+
+        Returns False if rows were still unwritten when the time ran out; they are counted as
+        failed. Closing twice is harmless.
+        """
+        with self._cond:
+            if self._closed:
+                return True
+            self._closing = True
+            self._cond.notify_all()
+        drained = True
+        if self._writer is not None:
+            self._writer.join(timeout)
+            if self._writer.is_alive():
+                with self._cond:
+                    self._abandoned = True
+                    self._cond.notify_all()
+                self._writer.join()  # at most the attempt in flight: one busy timeout
+            with self._cond:
+                if self._queue:
+                    drained = False
+                    self._give_up(
+                        len(self._queue),
+                        f"the request log was closed with {len(self._queue)} rows unwritten "
+                        f"({self._last_error})",
+                    )
+                    self._queue.clear()
+                    self._cond.notify_all()
         with self._lock:
             self._db.close()
+        with self._cond:
+            self._closed = True
+        return drained
 
 
 def _decode(row: sqlite3.Row) -> dict[str, Any]:
