@@ -276,6 +276,9 @@ SERVE_FLAGS = {  # today's flags and variables; renaming one breaks users' scrip
     "--watermark-scheme": "HALLMARK_WATERMARK_SCHEME",
     "--watermark-key": "HALLMARK_WATERMARK_KEY_NAME",
     "--shutdown-timeout": "HALLMARK_SHUTDOWN_TIMEOUT",
+    # added with the server's hardening
+    "--allowed-host": "HALLMARK_ALLOWED_HOST",
+    "--max-body-size": "HALLMARK_MAX_BODY_SIZE",
 }
 
 
@@ -498,3 +501,53 @@ def test_the_python_api_rejects_an_unknown_style_before_loading():
     ):
         with pytest.raises(UnknownStyleError):
             build()
+
+
+def test_logs_with_a_huge_request_id_is_one_line(tmp_path):
+    # Before: sqlite3.OperationalError "LIKE or GLOB pattern too complex" and a traceback.
+    db = tmp_path / "logs.db"
+    log = RequestLog(db)
+    log.write(LogRecord(id="chatcmpl-1", endpoint="/v1/completions"))
+    log.close()
+    _one_line_error(run_cli("logs", "a" * 100_000, "--log-db", str(db)), "at most 200 characters")
+    _one_line_error(run_cli("logs", "chatcmpl-%", "--log-db", str(db)), "no logged request")
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        '{{"scheme": "gumbel", "key_id": "{key_id}", "tokenizer": "{tokenizer}", "context_width": 2.5}}',
+        '{{"scheme": "kgw", "key_id": "{key_id}", "tokenizer": "{tokenizer}", "context_width": 3, '
+        '"gamma": 0.25, "delta": 1e999}}',
+        "true",
+        "[]",
+        '{{"scheme": ' + "[" * 1500 + "]" * 1500 + "}}",
+    ],
+)
+def test_detect_with_a_malformed_spec_is_one_line(spec):
+    # Before: with the spec's key and tokenizer in reach, context_width 2.5 reached the scheme and
+    # gave a TypeError traceback; an infinite delta was accepted; deep nesting gave RecursionError.
+    from hallmark.watermark.api import load_tokenizer
+    from hallmark.watermark.keys import WatermarkKey
+
+    secret = "0123456789abcdef0123456789abcdef"  # $HALLMARK_WATERMARK_KEY in the subprocess
+    key_id = WatermarkKey("env", bytes.fromhex(secret), "", None).key_id
+    tokenizer = load_tokenizer("smollm2-135m-instruct")[1].fingerprint()
+    proc = run_cli(
+        "detect",
+        "-",
+        "--spec",
+        spec.format(key_id=key_id, tokenizer=tokenizer),
+        stdin="Some text to test for the watermark, long enough to score a few tokens.",
+        env={"HALLMARK_WATERMARK_KEY": secret},
+    )
+    assert proc.returncode == 1
+    _one_line_error(proc, "error: ")
+
+
+def test_detect_with_a_spec_file_that_is_not_text_is_one_line(tmp_path):
+    # Before: a UnicodeDecodeError traceback (only OSError was caught).
+    spec_file = tmp_path / "spec.bin"
+    spec_file.write_bytes(b"\xff\xfe\x00binary")
+    proc = run_cli("detect", "-", "--spec", f"@{spec_file}", stdin="Some text to test.")
+    _one_line_error(proc, f"cannot read spec file {spec_file}", "not UTF-8")

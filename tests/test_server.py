@@ -377,7 +377,9 @@ _CHAT_HI = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
 
 
 def test_metrics_are_prometheus_text(server):
-    text = httpx.get(server.url + "/metrics").text
+    assert httpx.get(server.url + "/metrics").status_code == 401  # behind the key, as /v1 is
+    with server.http() as http:
+        text = http.get("/metrics").text
     assert "hallmark_requests_total{" in text and "hallmark_generated_tokens_total" in text
     assert 'hallmark_sequences_running{model="smollm2-135m-instruct"}' in text
 

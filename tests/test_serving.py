@@ -38,9 +38,9 @@ class App:
 
         async def main():
             transport = httpx.ASGITransport(app=self.app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
                 client = openai.AsyncOpenAI(
-                    base_url="http://test/v1", api_key="none", http_client=http, max_retries=0
+                    base_url="http://localhost/v1", api_key="none", http_client=http, max_retries=0
                 )
                 return await fn(client, http)
 

@@ -14,6 +14,11 @@ from typing import Any
 from hallmark.errors import InvalidSamplingError
 from hallmark.settings import setting
 
+# Stop strings: OpenAI allows 4. More are fine, but each costs a search on every token, so both the
+# number and the length are bounded (a request with 300 stops of 3 KB took 2x as long).
+MAX_STOP_STRINGS = 16
+MAX_STOP_LENGTH = 256
+
 
 class LogitBias(Mapping[int, float]):
     """A read-only token id -> bias mapping, so that SamplingParams stays immutable and hashable."""
@@ -121,6 +126,10 @@ class SamplingParams:
         for s in self.stop:
             if not isinstance(s, str) or not s:
                 fail(f"stop strings must be non-empty strings, got {s!r}")
+            if len(s) > MAX_STOP_LENGTH:
+                fail(f"a stop string may be at most {MAX_STOP_LENGTH} characters long, got {len(s)}")
+        if len(self.stop) > MAX_STOP_STRINGS:
+            fail(f"at most {MAX_STOP_STRINGS} stop strings are allowed, got {len(self.stop)}")
         if self.logit_bias is not None:
             if not isinstance(self.logit_bias, Mapping):
                 fail(

@@ -6,16 +6,15 @@ hallmark serve smollm2-135m-instruct gemma-3-270m --api-key s3cret --metrics
 from __future__ import annotations
 
 import asyncio
-import hmac
-import json
 import logging
 import os
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from hallmark import __version__
@@ -25,6 +24,7 @@ from hallmark.requestlog import LogRecord, Outcome, RequestLog
 from hallmark.server.config import ServerConfig
 from hallmark.server.engine import ModelEngine
 from hallmark.server.errors import APIError, install_handlers, to_api_error
+from hallmark.server.guard import RequestGuard
 from hallmark.server.metrics import Metrics
 from hallmark.server.protocol import ChatCompletionRequest, CompletionRequest, DetectRequest
 from hallmark.server.serving import ServerState, new_id, serve_completion
@@ -86,7 +86,15 @@ def build_state(models: list[Model], config: ServerConfig) -> ServerState:
     if metrics:
         for e in engines.values():
             metrics.watch_engine(e.name, lambda e=e: e.scheduler.n_running, lambda e=e: e.scheduler.n_waiting)
-    return ServerState(engines, aliases, request_log, metrics, tuple(config.api_keys))
+    return ServerState(
+        engines,
+        aliases,
+        request_log,
+        metrics,
+        api_keys=tuple(config.api_keys),
+        max_body_size=config.max_body_size,
+        allowed_hosts=tuple(config.allowed_hosts),
+    )
 
 
 def create_app(state: ServerState) -> FastAPI:
@@ -103,22 +111,13 @@ def create_app(state: ServerState) -> FastAPI:
 
     app = FastAPI(title="hallmark", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     install_handlers(app, on_error=lambda request, err: _log_rejection(state, request, err))
-
-    async def authorize(request: Request) -> None:
-        if not state.api_keys:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if not header or scheme.lower() != "bearer" or not token:
-            raise APIError(
-                401,
-                "You didn't provide an API key. Send it as 'Authorization: Bearer KEY'.",
-                code="missing_api_key",
-            )
-        if not any(hmac.compare_digest(token.encode(), k.encode()) for k in state.api_keys):
-            raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
-
-    auth = [Depends(authorize)]
+    app.add_middleware(
+        RequestGuard,
+        api_keys=state.api_keys,
+        max_body_size=state.max_body_size,
+        allowed_hosts=state.allowed_hosts,
+        on_refusal=lambda scope, err: _log_refusal(state, scope, err),
+    )
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -145,7 +144,7 @@ def create_app(state: ServerState) -> FastAPI:
             raise APIError(404, "metrics are off; start the server with --metrics", type="not_found_error")
         return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
 
-    @app.get("/v1/models", dependencies=auth)
+    @app.get("/v1/models")
     async def list_models() -> JSONResponse:
         data = []
         for e in state.engines.values():
@@ -157,7 +156,8 @@ def create_app(state: ServerState) -> FastAPI:
                     "created": int(state.started),
                     "owned_by": "hallmark",
                     "hallmark": {
-                        "path": str(e.model.path),
+                        # The file's name, not its path: the layout of the server's disk is its own.
+                        "file": e.model.path.name if e.model.path else None,
                         "n_ctx": e.model.n_ctx,
                         "slots": e.scheduler.n_slots,
                         "chat_template": e.model.chat_template is not None,
@@ -167,15 +167,15 @@ def create_app(state: ServerState) -> FastAPI:
             )
         return JSONResponse({"object": "list", "data": data})
 
-    @app.post(CHAT.path, dependencies=auth)
+    @app.post(CHAT.path)
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
         return await serve_completion(state, CHAT, body, request)
 
-    @app.post(COMPLETIONS.path, dependencies=auth)
+    @app.post(COMPLETIONS.path)
     async def completions(body: CompletionRequest, request: Request) -> Response:
         return await serve_completion(state, COMPLETIONS, body, request)
 
-    @app.post("/v1/detect", dependencies=auth)
+    @app.post("/v1/detect")
     async def detect(body: DetectRequest) -> JSONResponse:
         return JSONResponse(await asyncio.to_thread(_detect, state, body))
 
@@ -183,31 +183,53 @@ def create_app(state: ServerState) -> FastAPI:
 
 
 LOGGED_ENDPOINTS = (CHAT.path, COMPLETIONS.path)
+# A refused request is logged with at most this much of its body: enough to see what was sent,
+# never a copy of whatever an attacker posts (5 MB bodies once grew the log by 315 MB in 6 s).
+LOGGED_EXCERPT = 4096
+_MODEL_FIELD = re.compile(r'"model"\s*:\s*"((?:[^"\\]|\\.){1,200})"')
 
 
 async def _log_rejection(state: ServerState, request: Request, err: APIError) -> None:
-    """Log a generation request refused before it ran (bad input, auth, overload), once."""
-    if state.request_log is None or request.url.path not in LOGGED_ENDPOINTS:
-        return
-    if getattr(request.state, "logged", False):  # the serving code logged it already
-        return
+    """Log a generation request refused after its body was read (bad input, overload), once."""
+    if request.url.path not in LOGGED_ENDPOINTS or getattr(request.state, "logged", False):
+        return  # not a generation endpoint, or the serving code logged it already
     request.state.logged = True
     try:
-        body = (await request.body()).decode("utf-8", "replace")
-    except Exception:  # the body may already be consumed or the client gone
-        body = None
-    try:
-        model = json.loads(body or "").get("model")
-    except (ValueError, AttributeError):
-        model = None
+        body = await request.body()
+    except Exception:  # the client may be gone
+        body = b""
+    client = request.client.host if request.client else None
+    await _write_refusal(state, request.url.path, client, err, body)
+
+
+async def _log_refusal(state: ServerState, scope: dict, err: APIError) -> None:
+    """Log a generation request the guard refused before reading its body (auth, size, host)."""
+    if scope["path"] in LOGGED_ENDPOINTS:
+        client = scope.get("client")
+        await _write_refusal(state, scope["path"], client[0] if client else None, err, b"")
+
+
+async def _write_refusal(
+    state: ServerState, endpoint: str, client: str | None, err: APIError, body: bytes
+) -> None:
+    if state.metrics is not None:
+        state.metrics.requests.labels(endpoint, "", Outcome.ERROR).inc()
+        state.metrics.refusals.labels(endpoint, str(err.status)).inc()
+    if state.request_log is None:
+        return
+    text = body[:LOGGED_EXCERPT].decode("utf-8", "replace")
+    if len(body) > LOGGED_EXCERPT:
+        text += f"... [{len(body) - LOGGED_EXCERPT} more bytes not logged]"
+    # The model named in the body, found without parsing it (it may be nested 100,000 deep).
+    match = _MODEL_FIELD.search(text)
     record = LogRecord(
         id=new_id("rejected"),
-        endpoint=request.url.path,
-        model=model if isinstance(model, str) else None,
-        client=request.client.host if request.client else None,
+        endpoint=endpoint,
+        model=match.group(1)[:200] if match else None,
+        client=client,
         status=Outcome.ERROR,
         http_status=err.status,
-        prompt=body,
+        prompt=text or None,
         response=err.body(),
         error=err.message,
     )

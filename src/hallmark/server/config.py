@@ -21,6 +21,17 @@ class ServerConfig:
     api_keys: tuple[str, ...] = setting(
         (), flag="--api-key", multiple=True, help="Require this key as a Bearer token (repeatable)."
     )
+    allowed_hosts: tuple[str, ...] = setting(
+        (),
+        flag="--allowed-host",
+        multiple=True,
+        metavar="NAME",
+        help="Without an API key, also answer requests addressed to this host name (repeatable); "
+        "localhost and IP addresses always are.",
+    )
+    max_body_size: int = setting(
+        8 << 20, min=1024, metavar="BYTES", help="Largest request body accepted; larger ones get 413."
+    )
     n_ctx: int | None = setting(4096, flag="--ctx-size", min=8, help="Context window per sequence.")
     max_sequences: int = setting(
         8, flag="--parallel", min=1, max=256, help="Sequences per model decoded together (KV-cache slots)."

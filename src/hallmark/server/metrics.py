@@ -19,6 +19,12 @@ class Metrics:
             ["endpoint", "model", "status"],
             registry=r,
         )
+        self.refusals = Counter(
+            "hallmark_refusals",
+            "Requests refused before they ran, by endpoint and HTTP status",
+            ["endpoint", "status"],
+            registry=r,
+        )
         self.prompt_tokens = Counter(
             "hallmark_prompt_tokens", "Prompt tokens processed", ["model"], registry=r
         )

@@ -1,21 +1,26 @@
 """Request bodies of the OpenAI-compatible endpoints, as pydantic models.
 
 Unknown fields are refused (400 naming the field) rather than ignored, so a client never believes
-a feature took effect when it did not; a field sent as null is treated as not sent.
+a feature took effect when it did not; a field sent as null is treated as not sent. Types are
+strict, as OpenAI's API is: "0.5" is not a temperature and true is not an n. Every string must be
+valid Unicode (JSON can carry a lone surrogate, "\\ud800", which no tokenizer or log can store).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from hallmark.engine.sampling import SamplingParams
+from hallmark.engine.sampling import MAX_STOP_LENGTH, MAX_STOP_STRINGS, SamplingParams
 from hallmark.watermark.spec import DEFAULT_FPR
+
+_TOKEN_ID = re.compile(r"-?[0-9]+")  # ASCII digits only: str.isdigit() also accepts "²"
 
 
 class OpenAIRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     @model_validator(mode="before")
     @classmethod
@@ -23,6 +28,18 @@ class OpenAIRequest(BaseModel):
         if isinstance(data, dict):
             return {k: v for k, v in data.items() if v is not None}
         return data
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _valid_unicode(cls, value: Any) -> Any:
+        # Strings and lists of strings here; nested objects check their own fields (naming the path).
+        for text in [value] if isinstance(value, str) else value if isinstance(value, list) else ():
+            if isinstance(text, str):
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError as e:
+                    raise ValueError(f"not valid Unicode: a lone surrogate at character {e.start}") from None
+        return value
 
 
 class StreamOptions(OpenAIRequest):
@@ -58,23 +75,31 @@ class SamplingFields(OpenAIRequest):
         items = [v] if isinstance(v, str) else (v or [])
         if any(s == "" for s in items):
             raise ValueError("stop strings must not be empty")
+        if len(items) > MAX_STOP_STRINGS:
+            raise ValueError(f"at most {MAX_STOP_STRINGS} stop strings are allowed, got {len(items)}")
+        if any(len(s) > MAX_STOP_LENGTH for s in items):
+            raise ValueError(f"a stop string may be at most {MAX_STOP_LENGTH} characters long")
         return v
 
     @field_validator("logit_bias")
     @classmethod
     def _bias(cls, v: dict[str, float] | None) -> dict[str, float] | None:
         for token, bias in (v or {}).items():
-            if not token.lstrip("-").isdigit():
+            if not _TOKEN_ID.fullmatch(token):
                 raise ValueError(f"logit_bias keys must be token ids, got {token!r}")
             if not -100 <= bias <= 100:
                 raise ValueError(f"logit_bias values must be in [-100, 100], got {bias}")
         return v
 
-    @model_validator(mode="after")
-    def _stream_options_need_stream(self) -> SamplingFields:
-        if self.stream_options is not None and not self.stream:
+    @field_validator("stream_options")
+    @classmethod
+    def _stream_options_need_stream(
+        cls, v: StreamOptions | None, info: ValidationInfo
+    ) -> StreamOptions | None:
+        # `stream` is declared before `stream_options`, so it is validated (and in info.data) first.
+        if v is not None and not info.data.get("stream", False):
             raise ValueError("stream_options is only allowed when stream is true")
-        return self
+        return v
 
     def stop_list(self) -> tuple[str, ...]:
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
@@ -136,11 +161,12 @@ class ChatCompletionRequest(SamplingFields):
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
 
-    @model_validator(mode="after")
-    def _top_logprobs_need_logprobs(self) -> ChatCompletionRequest:
-        if self.top_logprobs is not None and not self.logprobs:
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top_logprobs_need_logprobs(cls, v: int | None, info: ValidationInfo) -> int | None:
+        if v is not None and not info.data.get("logprobs", False):
             raise ValueError("top_logprobs requires logprobs to be true")
-        return self
+        return v
 
     def token_limit(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens

@@ -45,6 +45,8 @@ class ServerState:
     request_log: RequestLog | None = None
     metrics: Metrics | None = None
     api_keys: tuple[str, ...] = ()
+    max_body_size: int = 8 << 20
+    allowed_hosts: tuple[str, ...] = ()
     started: float = field(default_factory=time.time)
     draining: bool = False
 
