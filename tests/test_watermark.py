@@ -326,3 +326,65 @@ def test_bad_detection_input_is_a_hallmark_error(smollm2, monkeypatch):
     with pytest.raises(DetectionError):
         detector.detect_tokens([1, 2, 3], fpr=0)
     assert issubclass(DetectionError, hallmark.HallmarkError)
+
+
+# -- malformed specs from outside (detect --spec, /v1/detect) ---------------------------------------
+_GOOD = {"scheme": "gumbel", "key_id": "0e92caa512ae", "tokenizer": "ade6dc1a204a04a9", "context_width": 2}
+_KGW = {**_GOOD, "scheme": "kgw", "context_width": 3, "gamma": 0.25, "delta": 2.0}
+
+
+def _spec_json(base: dict, **changes) -> str:
+    return json.dumps({**base, **changes})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        _spec_json(_GOOD, context_width=2.5),
+        _spec_json(_GOOD, context_width="2"),
+        _spec_json(_GOOD, context_width=True),
+        _spec_json(_GOOD, context_width=10**400),
+        _spec_json(_GOOD).replace('"context_width": 2', '"context_width": 1e999'),
+        _spec_json(_GOOD, key_id=5),
+        _spec_json(_GOOD, tokenizer=["ade6dc1a204a04a9"]),
+        _spec_json(_GOOD, scheme={"name": "gumbel"}),
+        _spec_json(_GOOD, version="1"),
+        _spec_json(_GOOD, spec_id=7),
+        _spec_json(_GOOD, colour="blue"),
+        _spec_json(_KGW, gamma="0.25"),
+        _spec_json(_KGW, delta=float("inf")),
+        _spec_json(_KGW, delta=float("nan")),
+        _spec_json(_KGW, gamma=None),
+        _spec_json(_GOOD, gamma=0.25),  # not in a gumbel spec's id: the id and the spec would disagree
+        "true",
+        "[]",
+        "[" + json.dumps(_GOOD) + "]",
+        '{"scheme": "gumbel", "key_id": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        '{"scheme": ' + "[" * 1500 + "]" * 1500 + "}",  # short, but nested past Python's recursion limit
+        "{" + "x" * 100_000,
+        "hm1-gumbel-w" + "9" * 100_000 + "-k0e92caa512ae-tade6dc1a204a04a9",
+        "hm1-kgw-w3-g0.25-d1e999-k0e92caa512ae-tade6dc1a204a04a9",
+        "hm1-kgw-w3-g0.25-dnan-k0e92caa512ae-tade6dc1a204a04a9",
+        "",
+    ],
+)
+def test_every_malformed_spec_is_a_one_line_spec_error(text):
+    # Before: context_width 2.5 passed the range check and failed later in detection (a TypeError),
+    # deep nesting raised RecursionError, inf was accepted: a 500 on /v1/detect, a traceback in the CLI.
+    with pytest.raises(WatermarkSpecError) as e:
+        WatermarkSpec.parse(text)
+    message = str(e.value)
+    assert "\n" not in message and len(message) < 300, message
+
+
+def test_a_spec_that_is_not_a_string_is_a_spec_error():
+    for value in (None, 5, b"hm1-gumbel", {"scheme": "gumbel"}):
+        with pytest.raises(WatermarkSpecError, match="must be a string"):
+            WatermarkSpec.parse(value)  # type: ignore[arg-type]
+
+
+def test_well_formed_specs_still_parse():
+    assert WatermarkSpec.parse(_spec_json(_GOOD)).context_width == 2
+    assert WatermarkSpec.parse(_spec_json(_KGW, gamma=0.5, delta=1)).delta == 1
+    spec = WatermarkSpec.create("kgw", "0e92caa512ae", "ade6dc1a204a04a9", gamma=0.5)
+    assert WatermarkSpec.parse(" " + spec.to_json()) == WatermarkSpec.parse(spec.spec_id + "\n") == spec

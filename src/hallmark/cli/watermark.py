@@ -199,9 +199,11 @@ def detect(
             raise HallmarkError(f"cannot read {file}: {e}") from e
     if spec and spec.startswith("@"):
         try:
-            spec = Path(spec[1:]).read_text().strip()
+            spec = Path(spec[1:]).read_text(encoding="utf-8").strip()
         except OSError as e:
             raise HallmarkError(f"cannot read spec file {spec[1:]}: {e.strerror}") from e
+        except UnicodeDecodeError:
+            raise HallmarkError(f"cannot read spec file {spec[1:]}: it is not UTF-8 text") from None
     result = run_detect(text, model=model, spec=spec, key=key_name, scheme=scheme, fpr=fpr, windowed=windows)
     if as_json:
         click.echo(json.dumps(result.to_dict()))

@@ -6,13 +6,20 @@ tokenizer (by fingerprint). Its id is a compact, parseable form of the whole spe
 
     hm1-gumbel-w2-k<key id>-t<tokenizer fingerprint>
     hm1-kgw-w3-g0.25-d2-k<key id>-t<tokenizer fingerprint>
+
+Specs also arrive from outside (`detect --spec`, `/v1/detect`), so every way of making one checks
+it whole: types (context_width and version integers, gamma and delta finite numbers, the rest
+strings), ranges, unknown or missing JSON fields, and the size of the text (MAX_SPEC_CHARS). Any
+malformed input is a WatermarkSpecError with a one-line message of bounded length, never another
+exception.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from hallmark.errors import WatermarkSpecError
@@ -21,6 +28,28 @@ SPEC_VERSION = 1
 SCHEMES = ("gumbel", "kgw")
 DEFAULT_SCHEME = "gumbel"
 DEFAULT_FPR = 1e-3  # false-positive rate a detection verdict is made at, unless the caller says
+MAX_SPEC_CHARS = 4096  # a spec's JSON is about 250 characters; the bound keeps parsing cheap
+
+
+def _short(value: Any) -> str:
+    """`value` for an error message: its repr, cut to one short line."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long to print (sys.get_int_max_str_digits)
+        return "a number too long to print"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_text(text: Any) -> str:
+    if not isinstance(text, str):
+        kind = type(text).__name__
+        raise WatermarkSpecError(f"a watermark spec must be a string (an id or JSON), not {kind}")
+    if len(text) > MAX_SPEC_CHARS:
+        raise WatermarkSpecError(
+            f"a watermark spec is at most {MAX_SPEC_CHARS} characters; this one has {len(text)}"
+        )
+    return text
+
 
 # Defaults per scheme. gumbel: Aaronson's exponential-minimum sampling over the 2 previous tokens.
 # Width 2 was chosen by measurement (bench/experiments/watermark_context.py): after 30% word
@@ -46,14 +75,33 @@ class WatermarkSpec:
     version: int = SPEC_VERSION
 
     def __post_init__(self) -> None:
+        # Types first: the range checks below would raise TypeError (or pass a float) otherwise.
+        for name in ("scheme", "key_id", "tokenizer"):
+            if not isinstance(getattr(self, name), str):
+                raise WatermarkSpecError(f"{name} must be a string, got {_short(getattr(self, name))}")
+        for name in ("context_width", "version"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise WatermarkSpecError(f"{name} must be an integer, got {_short(value)}")
+        for name in ("gamma", "delta"):
+            value = getattr(self, name)
+            if value is not None and (
+                not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value)
+            ):
+                raise WatermarkSpecError(f"{name} must be a finite number, got {_short(value)}")
         if self.scheme not in SCHEMES:
-            raise WatermarkSpecError(f"unknown watermark scheme {self.scheme!r}; known: {', '.join(SCHEMES)}")
+            raise WatermarkSpecError(
+                f"unknown watermark scheme {_short(self.scheme)}; known: {', '.join(SCHEMES)}"
+            )
         if self.version != SPEC_VERSION:
             raise WatermarkSpecError(
-                f"watermark spec version {self.version} is not supported (this is {SPEC_VERSION})"
+                f"watermark spec version {_short(self.version)} is not supported (this is {SPEC_VERSION})"
             )
         if not 1 <= self.context_width <= 8:
-            raise WatermarkSpecError(f"context_width must be in [1, 8], got {self.context_width}")
+            raise WatermarkSpecError(f"context_width must be in [1, 8], got {_short(self.context_width)}")
+        if self.scheme == "gumbel" and (self.gamma is not None or self.delta is not None):
+            # They would not be in the spec id, so the id and the spec would disagree.
+            raise WatermarkSpecError("gamma and delta are kgw parameters; a gumbel spec has neither")
         if self.scheme == "kgw":
             if self.gamma is None or not 0 < self.gamma < 1:
                 raise WatermarkSpecError(f"kgw gamma must be in (0, 1), got {self.gamma}")
@@ -81,12 +129,12 @@ class WatermarkSpec:
     @classmethod
     def from_id(cls, spec_id: str) -> WatermarkSpec:
         m = re.fullmatch(
-            r"hm(\d+)-(gumbel|kgw)-w(\d+)(?:-g([0-9.e-]+)-d([0-9.e-]+))?-k([0-9a-f]+)-t([0-9a-f]+)",
-            spec_id.strip(),
+            r"hm([0-9]+)-(gumbel|kgw)-w([0-9]+)(?:-g([0-9.e-]+)-d([0-9.e-]+))?-k([0-9a-f]+)-t([0-9a-f]+)",
+            _check_text(spec_id).strip(),
         )
         if not m:
             raise WatermarkSpecError(
-                f"not a watermark spec id: {spec_id!r} (expected e.g. hm1-gumbel-w2-k...-t...)"
+                f"not a watermark spec id: {_short(spec_id)} (expected e.g. hm1-gumbel-w2-k...-t...)"
             )
         version, scheme, width, gamma, delta, key_id, tok = m.groups()
         try:
@@ -99,8 +147,10 @@ class WatermarkSpec:
                 delta=float(delta) if delta else None,
                 version=int(version),
             )
-        except ValueError as e:
-            raise WatermarkSpecError(f"malformed watermark spec id {spec_id!r}: {e}") from e
+        except WatermarkSpecError:
+            raise
+        except ValueError as e:  # float("1e-5-3"), which the pattern lets through
+            raise WatermarkSpecError(f"malformed watermark spec id {_short(spec_id)}: {e}") from None
 
     def to_json(self) -> str:
         return json.dumps({"spec_id": self.spec_id, **asdict(self)}, sort_keys=True)
@@ -108,16 +158,31 @@ class WatermarkSpec:
     @classmethod
     def from_json(cls, text: str) -> WatermarkSpec:
         try:
-            data = json.loads(text)
-            data.pop("spec_id", None)
-            return cls(**data)
-        except (json.JSONDecodeError, TypeError) as e:
-            raise WatermarkSpecError(f"malformed watermark spec JSON: {e}") from e
+            data = json.loads(_check_text(text))
+        except RecursionError:  # nesting deeper than Python's recursion limit
+            raise WatermarkSpecError("malformed watermark spec JSON: nested too deep") from None
+        except ValueError as e:
+            raise WatermarkSpecError(f"malformed watermark spec JSON: {e}") from None
+        if not isinstance(data, dict):
+            kind = type(data).__name__
+            raise WatermarkSpecError(f"malformed watermark spec JSON: not an object but {kind}")
+        unknown = sorted(set(data) - _FIELDS - {"spec_id"})
+        if unknown:
+            names = ", ".join(_short(k) for k in unknown[:3]) + (", ..." if len(unknown) > 3 else "")
+            raise WatermarkSpecError(f"malformed watermark spec JSON: unknown field(s) {names}")
+        missing = [name for name in ("scheme", "key_id", "tokenizer", "context_width") if name not in data]
+        if missing:
+            raise WatermarkSpecError(f"malformed watermark spec JSON: missing {', '.join(missing)}")
+        # spec_id is derived from the other fields, which are what counts; it need only be a string.
+        if not isinstance(data.pop("spec_id", ""), str):
+            raise WatermarkSpecError("malformed watermark spec JSON: spec_id must be a string")
+        return cls(**data)
 
     @classmethod
     def parse(cls, text: str) -> WatermarkSpec:
-        """A spec from its id or its JSON."""
-        return cls.from_json(text) if text.lstrip().startswith("{") else cls.from_id(text)
+        """A spec from its id or its JSON (anything that starts like JSON is read as JSON)."""
+        stripped = _check_text(text).strip()
+        return cls.from_json(stripped) if stripped.startswith(("{", "[")) else cls.from_id(stripped)
 
     def with_key(self, key_id: str) -> WatermarkSpec:
         return replace(self, key_id=key_id)
@@ -128,3 +193,6 @@ class WatermarkSpec:
                 f"watermark spec {self.spec_id} was made for tokenizer {self.tokenizer}, but {model_name}'s "
                 f"tokenizer is {fingerprint}; detect with the model that generated the text (-m)"
             )
+
+
+_FIELDS = {f.name for f in fields(WatermarkSpec)}
