@@ -13,7 +13,8 @@ refuses it whole if one file is corrupt: that file might be the key a detection 
 "no such key" instead would mislead.
 
 find_key's message for an unknown key names the store and the keys in it (help on the user's own
-machine); `reveal=False` leaves both out, for callers such as the server that answer strangers.
+machine); `reveal=False`, for callers such as the server that answer strangers, matches exact key
+ids only and names neither.
 """
 
 from __future__ import annotations
@@ -176,9 +177,12 @@ def new_key(name: str = DEFAULT_NAME) -> WatermarkKey:
 def find_key(name_or_id: str, reveal: bool = True) -> WatermarkKey:
     """A stored key by name or key id (or id prefix of at least 6 characters).
 
-    With reveal=False no message names the key directory, the files in it or the stored keys:
-    for a server, whose clients must learn only that the key they named is not there.
+    reveal=False is for a server, whose clients must learn only whether the exact key id they
+    sent is there: it matches the full key id only (a name or a prefix would let a client probe
+    for key names and ids), and its messages name neither the key directory, nor its files, nor
+    the stored keys.
     """
+    shown = name_or_id if len(name_or_id) <= 80 else name_or_id[:77] + "..."
     try:
         keys = list_keys()
         env = env_key()
@@ -188,17 +192,19 @@ def find_key(name_or_id: str, reveal: bool = True) -> WatermarkKey:
         raise WatermarkKeyError("the watermark key store cannot be read") from e
     if env is not None:
         keys.append(env)
+    if not reveal:
+        found = next((k for k in keys if k.key_id == name_or_id), None)
+        if found is None:
+            raise WatermarkKeyError(f"no watermark key with id {shown!r} here")
+        return found
     exact = [k for k in keys if name_or_id in (k.name, k.key_id)]
     if exact:
         return exact[0]
     prefix = [k for k in keys if len(name_or_id) >= 6 and k.key_id.startswith(name_or_id)]
     if len(prefix) == 1:
         return prefix[0]
-    shown = name_or_id if len(name_or_id) <= 80 else name_or_id[:77] + "..."
     if len(prefix) > 1:
         raise WatermarkKeyError(f"key id prefix {shown!r} is ambiguous")
-    if not reveal:
-        raise WatermarkKeyError(f"no watermark key {shown!r} here")
     raise WatermarkKeyError(
         f"no watermark key {shown!r} in {keys_dir()}"
         + (f" (known: {', '.join(k.name for k in keys)})" if keys else "")
