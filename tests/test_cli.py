@@ -551,3 +551,10 @@ def test_detect_with_a_spec_file_that_is_not_text_is_one_line(tmp_path):
     spec_file.write_bytes(b"\xff\xfe\x00binary")
     proc = run_cli("detect", "-", "--spec", f"@{spec_file}", stdin="Some text to test.")
     _one_line_error(proc, f"cannot read spec file {spec_file}", "not UTF-8")
+
+
+def test_logs_with_a_log_path_that_cannot_be_checked_is_one_line(tmp_path):
+    # Before: Path.exists() raised (here ENAMETOOLONG; EACCES for a 0700 directory of another
+    # user's, which is what the server now creates) and the CLI printed a traceback.
+    proc = run_cli("logs", "--log-db", str(tmp_path / ("a" * 300) / "logs.db"))
+    _one_line_error(proc, "cannot read the request log", "File name too long")

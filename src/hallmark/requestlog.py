@@ -228,7 +228,8 @@ class RequestLog:
             _create_private(self.path)
             self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=busy_timeout)
         except (OSError, sqlite3.Error) as e:
-            raise HallmarkError(f"cannot open the request log {self.path}: {e}") from e
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else e  # strerror: no path again
+            raise HallmarkError(f"cannot open the request log {self.path}: {reason}") from e
         try:
             migrate(self._db, self.path)  # first: a log from a newer hallmark is left untouched
             self._db.execute("PRAGMA journal_mode=WAL")

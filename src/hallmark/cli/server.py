@@ -133,7 +133,11 @@ def logs(
     if show_path:
         click.echo(str(path))
         return
-    if not path.exists():
+    try:
+        exists = path.exists()
+    except OSError as e:  # a directory of another user's (the log's is 0700), a name too long, ...
+        raise HallmarkError(f"cannot read the request log {path}: {e.strerror}") from None
+    if not exists:
         raise HallmarkError(f"no request log at {path} yet (the server writes it)")
     db = RequestLog(path)
     try:
