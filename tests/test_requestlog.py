@@ -360,3 +360,18 @@ def test_get_finds_an_exact_id_that_longer_ids_start_with(tmp_path):
     with pytest.raises(HallmarkError, match="more than one"):
         log.get("req-")
     log.close()
+
+
+def test_a_row_beyond_max_pending_is_counted_at_once_not_queued(tmp_path):
+    path = tmp_path / "logs.db"
+    log = RequestLog(path, background=True, max_pending=2)
+    holder = _lock(path)
+    try:
+        for i in range(3):
+            log.write(_record(f"req-{i}"))
+        stats = log.stats()
+        assert stats["pending"] == 2 and stats["failed"] == 1 and "2 rows already wait" in stats["last_error"]
+    finally:
+        _release(holder)
+    assert log.close(timeout=30)
+    assert _ids_in_order(path) == ["req-0", "req-1"]

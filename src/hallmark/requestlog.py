@@ -275,7 +275,8 @@ class RequestLog:
             if self._closing:
                 self._give_up(1, "a request ended after the request log was closed")
             elif len(self._queue) >= self.max_pending:
-                self._give_up(1, f"{self.max_pending} rows already wait to be written ({self._last_error})")
+                why = f": {self._last_error}" if self._last_error else ""
+                self._give_up(1, f"{self.max_pending} rows already wait to be written{why}")
             else:
                 self._queue.append((row, time.monotonic() + self.give_up_after))
                 self._cond.notify_all()
@@ -332,6 +333,8 @@ class RequestLog:
                 return error
             with self._cond:  # a sleep that close() can cut short
                 self._cond.wait(min(backoff, give_up_at - now))
+            if self._abandoned:
+                return error
             backoff = min(2 * backoff, 1.0)
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -418,11 +421,9 @@ class RequestLog:
             with self._cond:
                 if self._queue:
                     drained = False
-                    self._give_up(
-                        len(self._queue),
-                        f"the request log was closed with {len(self._queue)} rows unwritten "
-                        f"({self._last_error})",
-                    )
+                    left = len(self._queue)
+                    why = f": {self._last_error}" if self._last_error else ""
+                    self._give_up(left, f"the request log was closed with {left} rows unwritten{why}")
                     self._queue.clear()
                     self._cond.notify_all()
         with self._lock:
