@@ -237,11 +237,27 @@ def test_client_disconnect_mid_stream_frees_the_slot(server):
     assert _health(server)["models"][MODEL]["running"] == 0
 
 
-def test_overload_gets_503_not_a_hang(client):
-    # 3 prompts x 16 choices = 48 sequences > 4 slots + 40 queue places.
-    with pytest.raises(openai.InternalServerError) as e:
+def test_overload_gets_503_not_a_hang_and_an_impossible_request_400(server, client):
+    # 3 prompts x 16 choices = 48 sequences can never fit 4 slots + 40 waiting places: a 400 that
+    # says so, not a 503 the client would retry forever.
+    with pytest.raises(openai.BadRequestError) as e:
         client.completions.create(model=MODEL, prompt=["a", "b", "c"], n=16, max_tokens=4)
-    assert e.value.status_code == 503 and e.value.body["code"] == "queue_full"
+    assert e.value.body["code"] == "too_many_sequences"
+
+    async def burst():
+        async with server.async_client() as aclient:
+            calls = [
+                aclient.completions.create(model=MODEL, prompt="a", n=16, max_tokens=40, temperature=1.0)
+                for _ in range(4)
+            ]
+            return await asyncio.gather(*calls, return_exceptions=True)
+
+    # Together they need 64 sequences: some are admitted, and the ones that find the queue full get
+    # 503 with Retry-After at once.
+    outcomes = asyncio.run(burst())
+    refused = [o for o in outcomes if isinstance(o, openai.APIStatusError)]
+    assert refused and all(o.status_code == 503 and o.body["code"] == "queue_full" for o in refused)
+    assert any(not isinstance(o, Exception) for o in outcomes)
 
 
 # -- errors ---------------------------------------------------------------------------------------
@@ -346,7 +362,7 @@ def test_request_log_records_requests_and_cli_shows_them(server, client):
         refused = {
             400: http.post("/v1/chat/completions", json={**_CHAT_HI, "tools": []}),
             404: http.post("/v1/completions", json={"model": "gpt-4o", "prompt": "hi"}),
-            503: http.post("/v1/completions", json={"model": MODEL, "prompt": ["a", "b", "c"], "n": 16}),
+            413: http.post("/v1/completions", content=b'{"prompt": "' + b"x" * (9 << 20) + b'"}'),
         }
     refused[401] = httpx.post(server.url + "/v1/chat/completions", json=_CHAT_HI)
     assert {status: r.status_code for status, r in refused.items()} == {s: s for s in refused}
@@ -369,7 +385,8 @@ def test_request_log_records_requests_and_cli_shows_them(server, client):
     assert missing.returncode == 1 and missing.stderr.startswith("error: no logged request")
     assert any(r["status"] == "cancelled" for r in rows.values()), "the disconnected stream is logged"
     errors = [r for r in rows.values() if r["status"] == "error"]
-    assert {r["http_status"] for r in errors} >= {400, 401, 404, 503}, "refused requests are logged too"
+    assert {r["http_status"] for r in errors} >= {400, 401, 404, 413}, "refused requests are logged too"
+    assert all(len(r["prompt"] or "") < 5000 for r in errors)  # never a whole refused body
     assert any(r["response"]["error"]["param"] == "tools" for r in errors)
 
 

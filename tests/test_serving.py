@@ -211,17 +211,49 @@ def test_a_stopped_engine_answers_503_shutting_down(app):
     assert [r["http_status"] for r in app.log_rows()] == [503]
 
 
-def test_a_full_queue_answers_503_with_retry_after(tmp_path):
-    app = App(tmp_path, max_waiting=1)
+def test_a_full_queue_answers_503_but_an_impossible_request_400(tmp_path):
+    app = App(tmp_path, max_waiting=1)  # 2 slots + 1 waiting place
     try:
 
         async def run(_, http):
-            body = {"model": MODEL, "prompt": ["a", "b", "c", "d"], "max_tokens": 2}
-            return await http.post("/v1/completions", json=body)
+            app.backend.pause()  # the first request stays in flight, holding both slots
+            first = asyncio.create_task(
+                http.post("/v1/completions", json={"model": MODEL, "prompt": ["a", "b"], "max_tokens": 2})
+            )
+            while (
+                app.state.engines[MODEL].scheduler.n_running + app.state.engines[MODEL].scheduler.n_waiting
+                < 2
+            ):
+                await asyncio.sleep(0.01)
+            full = await http.post(
+                "/v1/completions", json={"model": MODEL, "prompt": ["c", "d"], "max_tokens": 2}
+            )
+            never = await http.post(
+                "/v1/completions", json={"model": MODEL, "prompt": ["a", "b"], "n": 2, "max_tokens": 2}
+            )
+            app.backend.resume()
+            return full, never, await first
 
-        r = app.call(run)
-        assert r.status_code == 503 and r.json()["error"]["code"] == "queue_full"
-        assert r.headers["retry-after"] == "1"
+        full, never, first = app.call(run)
+        assert full.status_code == 503 and full.json()["error"]["code"] == "queue_full"
+        assert full.headers["retry-after"] == "1"
+        # 4 sequences can never be held by 2 slots + 1 place: retrying would never help.
+        assert never.status_code == 400 and never.json()["error"]["code"] == "too_many_sequences"
+        assert never.json()["error"]["param"] == "n"
+        assert first.status_code == 200
+    finally:
+        app.close()
+
+
+def test_max_queue_zero_still_serves_an_idle_server(tmp_path):
+    app = App(tmp_path, max_waiting=0)
+    try:
+
+        async def run(client, _):
+            return await client.completions.create(model=MODEL, prompt=["a", "b"], max_tokens=2)
+
+        # Before the fix: 503 "at capacity" from a server with both slots free.
+        assert len(app.call(run).choices) == 2
     finally:
         app.close()
 

@@ -27,18 +27,24 @@ class PromptError(HallmarkError, ValueError):
 class ContextLengthError(PromptError):
     """A prompt that does not fit in the model's context window."""
 
-    def __init__(self, prompt_tokens: int, n_ctx: int, max_tokens: int | None = None):
+    def __init__(self, prompt_tokens: int, n_ctx: int, max_tokens: int | None = None, at_least: bool = False):
         self.prompt_tokens = prompt_tokens
         self.n_ctx = n_ctx
         self.max_tokens = max_tokens  # the completion tokens asked for, when they must all fit
+        self.at_least = at_least  # prompt_tokens is a lower bound (the prompt was too long to tokenize)
         if max_tokens is None:
             need = "at least 1 token must be left for the answer"
         else:
             need = f"{max_tokens} more were asked for the answer, {prompt_tokens + max_tokens} in all"
+        size = f"at least {prompt_tokens}" if at_least else str(prompt_tokens)
         super().__init__(
-            f"prompt is {prompt_tokens} tokens but the context window is {n_ctx} tokens "
+            f"prompt is {size} tokens but the context window is {n_ctx} tokens "
             f"({need}); shorten the prompt or raise --ctx-size"
         )
+
+
+class TooManySequencesError(HallmarkError, ValueError):
+    """A request asking for more sequences than the server can ever hold at once."""
 
 
 class InvalidSamplingError(HallmarkError, ValueError):

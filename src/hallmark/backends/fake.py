@@ -12,7 +12,8 @@ the Python API and the server's serving code run on it in milliseconds; what nee
   else is in the batch, and a KV cache holding the wrong tokens (a stale prefix, a position counted
   twice) shows up as different output. Printable ASCII is favoured, so outputs are readable text;
   the end-of-sequence token stays unlikely until a sequence holds `eos_after` tokens.
-- Faults: `fail_next_decode()` makes the next decode call raise BackendError, appending nothing.
+- Faults: `fail_next_decode()` makes the next decode call raise BackendError, appending nothing;
+  `pause()` holds decode calls until `resume()`, so requests stay in flight.
 - `calls` records every decode call's inputs as (seq_id, n_tokens, all_logits), for assertions.
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -59,6 +61,8 @@ class FakeBackend(SequenceAdapters):
         self.adapter_files: dict[str, float] = {}  # adapter id -> its logit shift
         self._cache: dict[int, list[int]] = {}  # the "KV cache": tokens of each sequence
         self._fail_next = False
+        self._running = threading.Event()
+        self._running.set()
         self._adapter_direction = np.sin(np.arange(self.n_vocab, dtype=np.float32))
 
     # -- Tokenizer --------------------------------------------------------------------------
@@ -111,6 +115,13 @@ class FakeBackend(SequenceAdapters):
     def fail_next_decode(self) -> None:
         self._fail_next = True
 
+    def pause(self) -> None:
+        """Make decode calls wait (up to 30 s) until `resume()`: requests then stay in flight."""
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
     def decode(self, batch: Sequence[SequenceInput]) -> list[np.ndarray]:
         for entry in batch:
             if not 0 <= entry.seq_id < self.max_sequences:
@@ -123,6 +134,7 @@ class FakeBackend(SequenceAdapters):
                 raise BackendError(f"sequence {entry.seq_id}: token id outside the vocabulary")
         if len({e.seq_id for e in batch}) != len(batch):
             raise ValueError("a sequence id appears twice in one decode call")
+        self._running.wait(30)
         self.calls.append([(e.seq_id, len(e.tokens), e.all_logits) for e in batch])
         if self._fail_next:
             self._fail_next = False

@@ -8,11 +8,18 @@ out to be the start of a stop string.
 from __future__ import annotations
 
 import codecs
+import re
 
 
 class TextStream:
     def __init__(self, stop: tuple[str, ...] = ()):
         self.stop = stop
+        self._longest = max((len(s) for s in stop), default=0)
+        # One search for all the stops (leftmost match; at one position, the earlier stop in the list),
+        # and one set of every stop's proper prefixes for the hold-back: the per-token cost follows
+        # the length of the longest stop, not how many there are.
+        self._pattern = re.compile("|".join(re.escape(s) for s in stop)) if stop else None
+        self._prefixes = {s[:n] for s in stop for n in range(1, len(s))}
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._text = ""  # all decoded text so far (up to a stop string, once found)
         self._released = 0  # how much of _text has been handed out
@@ -29,7 +36,7 @@ class TextStream:
         new_text = self._decoder.decode(piece)
         if not new_text:
             return ""
-        search_from = max(0, len(self._text) - max((len(s) for s in self.stop), default=0) + 1)
+        search_from = max(0, len(self._text) - self._longest + 1)
         self._text += new_text
         if self.stop:
             hit = self._earliest_stop(search_from)
@@ -47,23 +54,17 @@ class TextStream:
         return self._release(len(self._text))
 
     def _earliest_stop(self, search_from: int) -> tuple[int, str] | None:
-        best: tuple[int, str] | None = None
-        for s in self.stop:
-            at = self._text.find(s, search_from)
-            if at != -1 and (best is None or at < best[0]):
-                best = (at, s)
-        return best
+        assert self._pattern is not None
+        m = self._pattern.search(self._text, search_from)
+        return (m.start(), m.group()) if m else None
 
     def _held_back(self) -> int:
         """Length of the longest unreleased suffix that is a proper prefix of some stop string."""
         pending = self._text[self._released :]
-        longest = 0
-        for s in self.stop:
-            for n in range(min(len(s) - 1, len(pending)), longest, -1):
-                if pending.endswith(s[:n]):
-                    longest = n
-                    break
-        return longest
+        for n in range(min(self._longest - 1, len(pending)), 0, -1):
+            if pending[-n:] in self._prefixes:
+                return n
+        return 0
 
     def _release(self, upto: int) -> str:
         out = self._text[self._released : upto]

@@ -84,7 +84,9 @@ class Scheduler:
         request.validate(self.backend.n_ctx, self.backend.n_vocab)
         request.sink = sink
         with self._lock:
-            if self.max_waiting is not None and len(self._waiting) >= self.max_waiting:
+            # The queue bound counts only what must wait: an idle slot takes a request even with
+            # max_waiting 0.
+            if self.max_waiting is not None and len(self._waiting) >= self.max_waiting + len(self.free_slots):
                 raise QueueFullError(
                     f"the server is at capacity: {len(self._waiting)} requests are already waiting "
                     f"for {self.n_slots} sequence slots; retry shortly"

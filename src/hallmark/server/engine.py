@@ -19,7 +19,7 @@ from hallmark import __version__
 from hallmark.engine.request import Request
 from hallmark.engine.results import StreamChunk
 from hallmark.engine.scheduler import Scheduler, StepError
-from hallmark.errors import EngineStopped
+from hallmark.errors import EngineStopped, TooManySequencesError
 from hallmark.model import Model
 
 log = logging.getLogger("hallmark.server")
@@ -121,6 +121,14 @@ class ModelEngine:
 
     def open(self, requests: list[Request]) -> SequenceGroup:
         """Submit the sequences of one HTTP request now (errors such as a full queue raise here)."""
+        capacity = self.scheduler.n_slots + (self.scheduler.max_waiting or 0)
+        if self.scheduler.max_waiting is not None and len(requests) > capacity:
+            # It could never be admitted whole: a 503 "retry later" would be retried forever.
+            raise TooManySequencesError(
+                f"this request needs {len(requests)} sequences (prompts x n), more than this server can "
+                f"hold at once ({self.scheduler.n_slots} running + {self.scheduler.max_waiting} waiting); "
+                "lower n or send fewer prompts per request"
+            )
         return SequenceGroup(self, requests)
 
     def submit(self, request: Request, sink: Sink) -> Request:

@@ -19,6 +19,7 @@ from hallmark.errors import (
     EngineStopped,
     HallmarkError,
     InvalidSamplingError,
+    TooManySequencesError,
     UnknownModelError,
 )
 
@@ -67,6 +68,7 @@ ERROR_TABLE: tuple[tuple[type[Exception], ErrorKind], ...] = (
     (ContextLengthError, ErrorKind(400, code="context_length_exceeded")),
     (QueueFullError, ErrorKind(503, "server_overloaded", "queue_full", headers={"Retry-After": "1"})),
     (EngineStopped, ErrorKind(503, "server_error", "shutting_down")),
+    (TooManySequencesError, ErrorKind(400, code="too_many_sequences", param="n")),
     (UnknownModelError, ErrorKind(404, code="model_not_found", param="model")),
     (StepError, ErrorKind(500, "server_error")),
     (BackendError, ErrorKind(500, "server_error")),
@@ -90,9 +92,8 @@ def to_api_error(e: Exception, prompt_param: str = "messages") -> APIError:
     if isinstance(e, ContextLengthError):
         message = f"This model's maximum context length is {e.n_ctx} tokens. However, "
         if e.max_tokens is None:
-            message += (
-                f"your request has {e.prompt_tokens} prompt tokens. Please reduce the length of the prompt."
-            )
+            size = f"at least {e.prompt_tokens}" if e.at_least else str(e.prompt_tokens)
+            message += f"your request has {size} prompt tokens. Please reduce the length of the prompt."
             param = prompt_param
         else:
             message += (

@@ -28,7 +28,7 @@ from hallmark.engine.generate import in_order
 from hallmark.engine.request import Request, check_fits, watermark_applies
 from hallmark.engine.results import GenerationResult, StreamChunk
 from hallmark.engine.sampling import SamplingParams
-from hallmark.errors import HallmarkError
+from hallmark.errors import ContextLengthError, HallmarkError
 from hallmark.requestlog import LogRecord, Outcome, RequestLog
 from hallmark.server.engine import ModelEngine, SequenceGroup
 from hallmark.server.errors import APIError, to_api_error
@@ -76,6 +76,10 @@ class Endpoint(ABC):
         """One engine request per prompt (tokenized; HallmarkError for bad input)."""
 
     @abstractmethod
+    def prompt_chars(self, body: Any) -> int:
+        """Characters (or token ids) in the longest prompt of the body, before any tokenizing."""
+
+    @abstractmethod
     def log_prompt(self, body: Any) -> str:
         """The prompt as the request log stores it."""
 
@@ -104,10 +108,12 @@ async def serve_completion(
     engine = state.engine(body.model)
     try:
         params = body.to_sampling_params()
-        bases = api.prompt_requests(engine, body, params)
-        for base in bases:
-            base.validate(engine.model.n_ctx, engine.model.n_vocab)
-            check_fits(len(base.prompt_ids), engine.model.n_ctx, params.max_tokens)
+        # Refuse a prompt that cannot fit before spending any time on it...
+        fewest = api.prompt_chars(body) // engine.model.longest_token
+        if fewest >= engine.model.n_ctx:
+            raise ContextLengthError(fewest, engine.model.n_ctx, at_least=True)
+        # ...and tokenize off the event loop: other requests' streams and /health go on meanwhile.
+        bases = await asyncio.to_thread(_engine_requests, api, engine, body, params)
     except HallmarkError as e:
         raise to_api_error(e, api.prompt_param) from e
     n_prompt = sum(len(b.prompt_ids) for b in bases)  # each prompt counts once, whatever n is
@@ -210,6 +216,15 @@ async def _stream(
         }
         http_status = 499 if status is Outcome.CANCELLED else 200
         exchange.finish(status, http_status, results, n_prompt, response=response, error=error, partial=texts)
+
+
+def _engine_requests(api: Endpoint, engine: ModelEngine, body: Any, params: SamplingParams) -> list[Request]:
+    """The endpoint's requests, tokenized and checked against the context window (on a worker thread)."""
+    requests = api.prompt_requests(engine, body, params)
+    for request in requests:
+        request.validate(engine.model.n_ctx, engine.model.n_vocab)
+        check_fits(len(request.prompt_ids), engine.model.n_ctx, params.max_tokens)
+    return requests
 
 
 def choice_requests(base: Request, n: int) -> list[Request]:

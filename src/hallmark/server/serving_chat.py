@@ -51,6 +51,9 @@ class ChatCompletions(Endpoint):
     ) -> list[Request]:
         return [engine.model.chat_request(_messages(body), params)]
 
+    def prompt_chars(self, body: ChatCompletionRequest) -> int:
+        return sum(len(m.text()) for m in body.messages)
+
     def log_prompt(self, body: ChatCompletionRequest) -> str:
         return json.dumps(_messages(body), ensure_ascii=False)
 

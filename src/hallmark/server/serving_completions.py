@@ -48,6 +48,9 @@ class Completions(Endpoint):
             raise APIError(400, "prompt must not be empty", param="prompt")
         return [engine.model.prompt_request(prompt, params) for prompt in prompts]
 
+    def prompt_chars(self, body: CompletionRequest) -> int:
+        return max((len(p) for p in body.prompts()), default=0)
+
     def log_prompt(self, body: CompletionRequest) -> str:
         return body.prompt if isinstance(body.prompt, str) else json.dumps(body.prompt)
 
