@@ -44,6 +44,7 @@ class Served:
         return asyncio.run(main())
 
     def rows(self) -> list[dict]:
+        assert self.state.request_log.flush(10)  # the server writes its rows from a queue
         log = RequestLog(self.config.log_db)
         try:
             return log.recent(100)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
 from collections.abc import Iterator
 
 import httpx
@@ -47,6 +49,7 @@ class App:
         return asyncio.run(main())
 
     def log_rows(self) -> list[dict]:
+        assert self.state.request_log.flush(10)  # the server writes its rows from a queue
         log = RequestLog(self.config.log_db)
         try:
             return log.recent(100)
@@ -271,9 +274,15 @@ def test_detect_finds_the_watermark_of_a_served_answer(app):
         surrogate = await http.post(
             "/v1/detect", content=b'{"text": "a \\ud800 b"}', headers={"content-type": "application/json"}
         )
-        return spec, found, with_spec, bad, surrogate
+        unknown = re.sub(r"-k[0-9a-f]+-", "-k000000000000-", spec)
+        no_key = await http.post("/v1/detect", json={"text": text, "spec": unknown})
+        return spec, found, with_spec, bad, surrogate, no_key
 
-    spec, found, with_spec, bad, surrogate = app.call(run)
+    spec, found, with_spec, bad, surrogate, no_key = app.call(run)
+    # The key store is the server's business: no path, no key names in the answer.
+    message = no_key.json()["error"]["message"]
+    assert no_key.status_code == 400 and "no watermark key with id" in message
+    assert os.environ["HALLMARK_CONFIG_DIR"] not in message and "default" not in message
     assert found["verdict"] == "watermarked" and found["spec_id"] == spec and found["model"] == MODEL
     assert with_spec["p_value"] == found["p_value"]
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "fpr"

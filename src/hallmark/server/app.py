@@ -71,7 +71,9 @@ def build_state(models: list[Model], config: ServerConfig) -> ServerState:
     for model in models:
         if config.watermark is not None:
             _ = model.watermark  # create or load the key now, not during the first request
-    request_log = RequestLog(config.log_db) if config.log_requests else None
+    # Rows go to a writer thread: a locked log (another process writing) must never stall the event
+    # loop, and a row that cannot be written yet is retried, not dropped (see /health's "log").
+    request_log = RequestLog(config.log_db, background=True) if config.log_requests else None
     engines: dict[str, ModelEngine] = {}
     aliases: dict[str, str] = {}
     for model in models:
@@ -83,6 +85,8 @@ def build_state(models: list[Model], config: ServerConfig) -> ServerState:
         if model.path is not None:
             aliases.setdefault(Path(model.path).name, model.name)
     metrics = Metrics() if config.metrics else None
+    if metrics and request_log is not None:
+        metrics.watch_log(request_log.stats)
     if metrics:
         for e in engines.values():
             metrics.watch_engine(e.name, lambda e=e: e.scheduler.n_running, lambda e=e: e.scheduler.n_waiting)
@@ -107,7 +111,7 @@ def create_app(state: ServerState) -> FastAPI:
         for engine in state.engines.values():
             await asyncio.to_thread(engine.stop)
         if state.request_log is not None:
-            state.request_log.close()
+            await asyncio.to_thread(state.request_log.close, LOG_CLOSE_TIMEOUT)
 
     app = FastAPI(title="hallmark", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     install_handlers(app, on_error=lambda request, err: _log_rejection(state, request, err))
@@ -134,6 +138,7 @@ def create_app(state: ServerState) -> FastAPI:
                     for e in state.engines.values()
                 },
                 "uptime_s": round(time.time() - state.started, 1),
+                "log": state.request_log.stats() if state.request_log is not None else None,
             },
             status_code=503 if state.draining else 200,
         )
@@ -183,6 +188,7 @@ def create_app(state: ServerState) -> FastAPI:
 
 
 LOGGED_ENDPOINTS = (CHAT.path, COMPLETIONS.path)
+LOG_CLOSE_TIMEOUT = 30.0  # seconds the log's writer gets to store the queued rows at shutdown
 # A refused request is logged with at most this much of its body: enough to see what was sent,
 # never a copy of whatever an attacker posts (5 MB bodies once grew the log by 315 MB in 6 s).
 LOGGED_EXCERPT = 4096
@@ -234,7 +240,7 @@ async def _write_refusal(
         error=err.message,
     )
     try:
-        await asyncio.to_thread(state.request_log.write, record)
+        state.request_log.write(record)  # queued for the writer thread: returns at once
     except Exception:
         log.exception("could not write the request log")
 
@@ -243,6 +249,7 @@ def _detect(state: ServerState, body: DetectRequest) -> dict:
     """Same answer as `hallmark detect`: a served model's tokenizer with the given spec (the served
     model its tokenizer fingerprint names, unless `model` says), else that model's own spec."""
     from hallmark.watermark.api import detector_for
+    from hallmark.watermark.keys import find_key
     from hallmark.watermark.spec import WatermarkSpec
 
     try:
@@ -254,7 +261,9 @@ def _detect(state: ServerState, body: DetectRequest) -> dict:
             )
         if spec is None:
             raise APIError(400, f"{engine.name} is served without a watermark; pass a spec", param="spec")
-        detector = detector_for(engine.model.tokenizer, engine.name, spec)
+        # reveal=False: a client learns neither the key store's path nor the names of its keys.
+        key = find_key(spec.key_id, reveal=False)
+        detector = detector_for(engine.model.tokenizer, engine.name, spec, key=key)
         result = detector.detect(body.text, fpr=body.fpr, windowed=body.windowed)
     except HallmarkError as e:
         raise to_api_error(e) from e

@@ -56,6 +56,17 @@ class Metrics:
             "hallmark_sequences_waiting", "Sequences waiting for a slot", ["model"], registry=r
         )
 
+    def watch_log(self, stats: Callable[[], dict]) -> None:
+        """Export the request log writer's queue and failures (hallmark.requestlog.RequestLog.stats)."""
+        pending = Gauge(
+            "hallmark_log_pending", "Request log rows waiting to be written", registry=self.registry
+        )
+        failed = Gauge(
+            "hallmark_log_failed_rows", "Request log rows that could not be written", registry=self.registry
+        )
+        pending.set_function(lambda: stats()["pending"])
+        failed.set_function(lambda: stats()["failed"])
+
     def watch_engine(self, model: str, running: Callable[[], float], waiting: Callable[[], float]) -> None:
         self.running.labels(model).set_function(running)
         self.waiting.labels(model).set_function(waiting)
