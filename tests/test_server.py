@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import signal
 import time
@@ -459,3 +460,47 @@ def test_cli_refuses_bad_server_setups_in_one_line(tmp_path):
     assert out.returncode == 1 and "holds no key" in out.stderr
     out = run_cli("logs", "--log-db", str(tmp_path / "none.db"))
     assert out.returncode == 1 and out.stderr.startswith("error: no request log")
+
+
+def test_shutdown_past_the_grace_period_ends_every_request_with_an_error_and_a_row(tmp_path):
+    srv = start_server(
+        MODEL, "--ctx-size", "2048", "--parallel", "2", "--shutdown-timeout", "3", log_db=tmp_path / "l.db"
+    )
+    long = {
+        "model": MODEL,
+        "prompt": "Once upon a time",
+        "max_tokens": 1500,  # ~15 s of decoding: far past the 3 s grace period
+        "temperature": 1.0,
+        "logit_bias": {str(t): -100 for t in SMOLLM2_EOG_TOKENS},
+    }
+    try:
+        with httpx.Client(base_url=srv.url, timeout=60) as http:
+
+            def whole() -> httpx.Response:
+                return http.post("/v1/completions", json=long)
+
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                pending = pool.submit(whole)
+                with (
+                    httpx.Client(base_url=srv.url, timeout=60) as http2,
+                    http2.stream("POST", "/v1/completions", json={**long, "stream": True}) as r,
+                ):
+                    lines = r.iter_lines()
+                    received = [next(lines)]
+                    srv.proc.send_signal(signal.SIGTERM)
+                    received += [line for line in lines if line]
+                cut = pending.result()
+        # Before the fix: a plain-text "Internal Server Error" and no log row.
+        assert cut.status_code == 503 and cut.json()["error"]["code"] == "shutting_down"
+        events = [json.loads(line[6:]) for line in received if line != "data: [DONE]"]
+        assert events[-1]["error"]["code"] == "shutting_down"  # the stream says why it ends
+        streamed = [e for e in events if "choices" in e and e["choices"]]
+        assert srv.proc.wait(30) in (0, -signal.SIGTERM)
+    finally:
+        srv.stop()
+    out = run_cli("logs", "--log-db", str(tmp_path / "l.db"), "--json")
+    rows = {r["params"].get("stream", False): r for r in json.loads(out.stdout)}
+    assert {r["status"] for r in rows.values()} == {"cancelled"}
+    assert {r["http_status"] for r in rows.values()} == {503}
+    # The stream's row counts the tokens that were sent (it used to say 0).
+    assert rows[True]["completion_tokens"] == len(streamed) > 0

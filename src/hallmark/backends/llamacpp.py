@@ -8,7 +8,6 @@ adapters apply to a whole context, so sequences with different sets are evaluate
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import hashlib
 import os
@@ -203,8 +202,11 @@ class LlamaCppTokenizer(_Vocabulary):
             self._model = None
 
     def __del__(self) -> None:
-        with contextlib.suppress(Exception):
+        # At interpreter exit the modules this needs may be gone (contextlib included).
+        try:  # noqa: SIM105 (not contextlib.suppress: contextlib may be gone at interpreter exit)
             self.close()
+        except Exception:
+            pass
 
 
 class LlamaCppBackend(_Vocabulary, SequenceAdapters):
@@ -400,5 +402,7 @@ class LlamaCppBackend(_Vocabulary, SequenceAdapters):
 
     def __del__(self) -> None:
         # At interpreter exit llama_cpp may already be torn down; nothing useful to report then.
-        with contextlib.suppress(Exception):
+        try:  # noqa: SIM105 (not contextlib.suppress: contextlib may be gone at interpreter exit)
             self.close()
+        except Exception:
+            pass

@@ -61,9 +61,15 @@ def serve(models: tuple[str, ...], api_key_file: str | None, **options: Any) -> 
     Then, with the official client:
       OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="s3cret")
     """
-    import uvicorn
+    from hallmark.server.app import load_state, serve_forever
 
-    from hallmark.server.app import create_app, load_state
+    ctx = click.get_current_context()
+    if ctx.get_parameter_source("api_keys") is click.core.ParameterSource.COMMANDLINE:
+        click.echo(
+            "hallmark: warning: an --api-key on the command line is visible to every user of this "
+            "machine (ps); prefer HALLMARK_API_KEY or --api-key-file",
+            err=True,
+        )
 
     keys = list(options["api_keys"]) + (_read_key_file(api_key_file) if api_key_file else [])
     options["api_keys"] = tuple(keys)
@@ -80,13 +86,7 @@ def serve(models: tuple[str, ...], api_key_file: str | None, **options: Any) -> 
         f"request log: {log_where}",
         err=True,
     )
-    uvicorn.run(
-        create_app(state),
-        host=config.host,
-        port=config.port,
-        log_level="warning",
-        timeout_graceful_shutdown=config.shutdown_timeout,
-    )
+    serve_forever(state, config)
 
 
 @click.command()

@@ -9,11 +9,14 @@ import asyncio
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -99,6 +102,54 @@ def build_state(models: list[Model], config: ServerConfig) -> ServerState:
         max_body_size=config.max_body_size,
         allowed_hosts=tuple(config.allowed_hosts),
     )
+
+
+def serve_forever(state: ServerState, config: ServerConfig) -> None:
+    """Run the app with uvicorn until Ctrl-C or SIGTERM, then shut down gracefully."""
+    uv_config = uvicorn.Config(
+        create_app(state),
+        host=config.host,
+        port=config.port,
+        log_level="warning",
+        timeout_graceful_shutdown=config.shutdown_timeout,
+    )
+    GracefulServer(uv_config, state, config.shutdown_timeout).run()
+
+
+# Seconds before the shutdown grace period ends at which the engines stop: enough for the handlers
+# to send their errors and log their rows before uvicorn cancels what is left.
+STOP_MARGIN = 1.0
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn's server with hallmark's shutdown.
+
+    On the first Ctrl-C or SIGTERM uvicorn stops accepting connections and waits up to
+    `--shutdown-timeout` for the requests in flight; `/health` (on a connection still open) answers
+    503 from that moment. A moment before the wait ends the engines stop, so every request still
+    running ends with OpenAI's error JSON (503 `shutting_down`) or a stream error event, and a
+    `cancelled` log row with the tokens it was sent, instead of being cut off by uvicorn with a
+    plain-text 500 and no row.
+    """
+
+    def __init__(self, config: uvicorn.Config, state: ServerState, grace: float):
+        super().__init__(config)
+        self.state = state
+        self.grace = grace
+        self._stopper: threading.Timer | None = None
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        if self._stopper is None:
+            self.state.draining = True
+            margin = min(STOP_MARGIN, self.grace / 2)
+            self._stopper = threading.Timer(self.grace - margin, self._stop_engines)
+            self._stopper.daemon = True
+            self._stopper.start()
+        super().handle_exit(sig, frame)
+
+    def _stop_engines(self) -> None:
+        for engine in self.state.engines.values():
+            engine.stop()
 
 
 def create_app(state: ServerState) -> FastAPI:

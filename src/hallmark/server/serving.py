@@ -28,7 +28,7 @@ from hallmark.engine.generate import in_order
 from hallmark.engine.request import Request, check_fits, watermark_applies
 from hallmark.engine.results import GenerationResult, StreamChunk
 from hallmark.engine.sampling import SamplingParams
-from hallmark.errors import ContextLengthError, HallmarkError
+from hallmark.errors import ContextLengthError, EngineStopped, HallmarkError
 from hallmark.requestlog import LogRecord, Outcome, RequestLog
 from hallmark.server.engine import ModelEngine, SequenceGroup
 from hallmark.server.errors import APIError, to_api_error
@@ -182,6 +182,8 @@ async def _stream(
         return sse({**base, "choices": choices, **extra, **more})
 
     status, error = Outcome.CANCELLED, "client disconnected"
+    http_status = 499
+    sent = 0  # tokens whose chunks went to the client: what a cut stream's log row counts
     try:
         opening = api.opening_choices(n)
         if opening is not None:
@@ -190,6 +192,7 @@ async def _stream(
             exchange.token_arrived()
             for choice in api.stream_choices(engine, i, piece, texts[i], body):
                 yield chunk([choice])
+            sent += len(piece.token_ids)
             texts[i] += piece.text
             if piece.final is not None:
                 results[i] = piece.final
@@ -199,10 +202,12 @@ async def _stream(
         else:
             yield sse({**base, "choices": [], "hallmark": final_info})
         yield sse("[DONE]")
-        status, error = Outcome.COMPLETED, None
+        status, error, http_status = Outcome.COMPLETED, None, 200
     except HallmarkError as e:
         err = to_api_error(e, api.prompt_param)
-        status, error = Outcome.ERROR, err.message
+        # The server shutting down cuts the stream short: that is a cancellation, not a failure.
+        status = Outcome.CANCELLED if isinstance(e, EngineStopped) else Outcome.ERROR
+        error, http_status = err.message, err.status
         yield sse(err.body())
     finally:
         group.close()
@@ -214,8 +219,9 @@ async def _stream(
             ],
             "usage": usage(n_prompt, results),
         }
-        http_status = 499 if status is Outcome.CANCELLED else 200
-        exchange.finish(status, http_status, results, n_prompt, response=response, error=error, partial=texts)
+        exchange.finish(
+            status, http_status, results, n_prompt, response=response, error=error, partial=texts, sent=sent
+        )
 
 
 def _engine_requests(api: Endpoint, engine: ModelEngine, body: Any, params: SamplingParams) -> list[Request]:
@@ -289,12 +295,15 @@ class ClientGone(Exception):
     """The client disconnected before the response was ready."""
 
 
-async def run_to_completion(group: SequenceGroup, http: HTTPRequest) -> list[GenerationResult]:
+async def run_to_completion(
+    group: SequenceGroup, http: HTTPRequest, exchange: Exchange
+) -> list[GenerationResult]:
     """Final results of all requests; a client that disconnects cancels them (freeing their slots)."""
     results: list[GenerationResult | None] = [None] * len(group.requests)
 
     async def consume() -> None:
         async for i, chunk in group:
+            exchange.token_arrived()  # time to first token, for non-streaming requests too
             if chunk.final is not None:
                 results[i] = chunk.final
 
@@ -331,13 +340,14 @@ async def collect(
 ) -> list[GenerationResult] | None:
     """Final results for a non-streaming response; None if the client left (logged as cancelled)."""
     try:
-        return await run_to_completion(group, http)
+        return await run_to_completion(group, http, exchange)
     except ClientGone:
         exchange.finish(Outcome.CANCELLED, 499, [], n_prompt, error="client disconnected")
         return None
     except HallmarkError as e:
         err = to_api_error(e)
-        exchange.finish(Outcome.ERROR, err.status, [], n_prompt, response=err.body(), error=err.message)
+        status = Outcome.CANCELLED if isinstance(e, EngineStopped) else Outcome.ERROR
+        exchange.finish(status, err.status, [], n_prompt, response=err.body(), error=err.message)
         raise err from e
 
 
@@ -398,14 +408,17 @@ class Exchange:
         response: dict[str, Any] | None = None,
         error: str | None = None,
         partial: list[str] | None = None,
+        sent: int | None = None,
     ) -> None:
+        """Count and log the request's end, once. `partial`: each choice's text as far as it went;
+        `sent`: the tokens a stream delivered (the completion tokens of a stream cut short)."""
         if self.done:
             return
         self.done = True
         elapsed = time.perf_counter() - self.t0
         finished = [r for r in results if r is not None]  # a cancelled stream has unfinished choices
         texts = partial if partial is not None else [r.text for r in finished]
-        completion = sum(r.completion_tokens for r in finished)
+        completion = sent if sent is not None else sum(r.completion_tokens for r in finished)
         m = self.state.metrics
         if m:
             m.requests.labels(self.endpoint, self.model, status).inc()
