@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import re
+import threading
 from collections.abc import Iterator
 
 import httpx
@@ -287,3 +288,83 @@ def test_detect_finds_the_watermark_of_a_served_answer(app):
     assert with_spec["p_value"] == found["p_value"]
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "fpr"
     assert surrogate.status_code == 400 and "lone surrogate" in surrogate.json()["error"]["message"]
+
+
+def _raw(http, body: bytes):
+    return http.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+
+
+def test_types_are_strict_and_each_error_names_its_field(app):
+    chat = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+    cases = {
+        # field -> a value of the wrong type (or out of rules) that used to be accepted or misreported
+        "temperature": {**chat, "temperature": "0.5"},
+        "n": {**chat, "n": True},
+        "stream": {**chat, "stream": "true"},
+        "max_tokens": {**chat, "max_tokens": "4"},
+        "top_logprobs": {**chat, "top_logprobs": 2},  # without logprobs
+        "stream_options": {**chat, "stream_options": {"include_usage": True}},  # without stream
+        "logit_bias": {**chat, "logit_bias": {"²": 1}},  # "²".isdigit() is True, int("²") fails
+        "stop": {**chat, "stop": ["x"] * 17},
+    }
+
+    async def run(_, http):
+        out = {field: await http.post("/v1/chat/completions", json=body) for field, body in cases.items()}
+        hi = b'"messages": [{"role": "user", "content": "hi"}]'
+        surrogates = {
+            field: await _raw(http, b"{" + fields + b", " + hi + b"}")
+            for field, fields in {
+                "model": b'"model": "fa\\ud800ke"',
+                "user": b'"model": "fake", "user": "\\udfff"',
+                "stop": b'"model": "fake", "stop": ["\\ud800"]',
+            }.items()
+        }
+        logprobs = await http.post("/v1/completions", json={"model": MODEL, "prompt": "x", "logprobs": True})
+        return out, surrogates, logprobs
+
+    out, surrogates, logprobs = app.call(run)
+    for field, r in out.items():
+        assert r.status_code == 400, (field, r.text)
+        assert r.json()["error"]["param"] == field, (field, r.json())
+    for field, r in surrogates.items():
+        assert r.status_code == 400 and r.json()["error"]["param"] == field
+        assert "lone surrogate" in r.json()["error"]["message"]
+    assert logprobs.status_code == 400 and logprobs.json()["error"]["param"] == "logprobs"
+    # Every refusal has its log row (a lone surrogate in `model` used to leave none).
+    assert len(app.log_rows()) == len(cases) + len(surrogates) + 1
+
+
+def test_prompts_are_tokenized_off_the_event_loop(app, monkeypatch):
+    threads = []
+    real = app.backend.tokenize
+
+    def recording_tokenize(*args, **kwargs):
+        threads.append(threading.current_thread())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(app.backend, "tokenize", recording_tokenize)
+
+    async def run(client, _):
+        loop_thread = threading.current_thread()
+        await client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=2
+        )
+        await client.completions.create(model=MODEL, prompt="hi", max_tokens=2)
+        return loop_thread
+
+    loop_thread = app.call(run)
+    # Before the fix every prompt was tokenized (and its template rendered) on the event loop's
+    # thread: a 10 MB prompt froze every stream and /health for seconds.
+    assert threads and loop_thread not in threads
+
+
+def test_a_prompt_that_cannot_fit_is_refused_without_tokenizing_it(app, monkeypatch):
+    monkeypatch.setattr(app.backend, "tokenize", lambda *a, **k: pytest.fail("tokenized a hopeless prompt"))
+
+    async def run(client, _):
+        with pytest.raises(openai.BadRequestError) as e:
+            await client.completions.create(model=MODEL, prompt="x" * 1000, max_tokens=2)
+        return e.value.body
+
+    err = app.call(run)
+    assert err["code"] == "context_length_exceeded" and "at least 1000 prompt tokens" in err["message"]
