@@ -369,3 +369,20 @@ def test_token_logprobs_use_all_position_logits(fake_model):
         expected.append(log_softmax(logits[0])[ids[i]])
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert fake_model.perplexity(text) == pytest.approx(float(np.exp(-np.mean(expected))), rel=1e-5)
+
+
+def test_a_request_whose_sampling_fails_fails_alone(monkeypatch):
+    backend = FakeBackend()
+    sched = Scheduler(backend, "fake", slots=[0, 1])
+    good = sched.submit(Request(_ids("good"), GREEDY))
+    bad = sched.submit(Request(_ids("bad"), SamplingParams(temperature=1.0, max_tokens=12)))
+
+    def broken(*args, **kwargs):
+        raise IndexError("index -1 is out of bounds")  # what infinite logits once did in the sampler
+
+    monkeypatch.setattr(bad.sampler, "sample", broken)
+    events = sched.step()
+    failures = [(r, e) for r, e in events if isinstance(e, StepError)]
+    assert [r for r, _ in failures] == [bad] and bad.status is RequestStatus.FAILED
+    assert _run(sched, [good])[id(good)].token_ids == _solo(_ids("good"))  # the other one goes on
+    assert sched.idle and sorted(sched.free_slots) == [0, 1]

@@ -12,7 +12,8 @@ from hallmark import InvalidSamplingError, SamplingParams
         ("top_p", 1.5, "top_p must be in (0, 1]"),
         ("min_p", -0.1, "min_p must be in [0, 1]"),
         ("top_k", -1, "top_k must be an integer >= 0"),
-        ("repetition_penalty", 0.0, "repetition_penalty must be > 0"),
+        ("repetition_penalty", 0.0, "repetition_penalty must be in [0.01, 100.0]"),
+        ("repetition_penalty", 5e-324, "repetition_penalty must be in [0.01, 100.0]"),
         ("presence_penalty", 2.5, "presence_penalty must be in [-2, 2]"),
         ("frequency_penalty", -3.0, "frequency_penalty must be in [-2, 2]"),
         ("max_tokens", 0, "max_tokens must be an integer >= 1"),
@@ -53,3 +54,12 @@ def test_params_are_hashable_and_immutable_even_with_a_logit_bias():
     assert p != SamplingParams(logit_bias={5: 2.5, 7: -100.0}, stop=("a",))
     with pytest.raises(InvalidSamplingError, match="mapping"):
         SamplingParams(logit_bias=[(5, 2.0)])  # type: ignore[arg-type]
+
+
+def test_errors_name_their_field_and_tiny_temperatures_are_greedy():
+    with pytest.raises(InvalidSamplingError) as e:
+        SamplingParams(top_p=2.0)
+    assert e.value.param == "top_p"
+    # A temperature of 5e-324 made every scaled logit infinite and killed the server's engine thread.
+    assert SamplingParams(temperature=5e-324).greedy and SamplingParams(temperature=0).greedy
+    assert not SamplingParams(temperature=1e-5).greedy

@@ -48,7 +48,11 @@ class TooManySequencesError(HallmarkError, ValueError):
 
 
 class InvalidSamplingError(HallmarkError, ValueError):
-    """A sampling parameter outside its valid range."""
+    """A sampling parameter outside its valid range; `param` names it."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
 
 
 class ChatFormatError(HallmarkError, ValueError):

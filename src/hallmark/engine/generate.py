@@ -33,6 +33,8 @@ def generate_stream(
     try:
         while not scheduler.idle:
             for request, chunk in scheduler.step():
+                if isinstance(chunk, BaseException):
+                    raise chunk
                 yield index[id(request)], chunk
     finally:
         scheduler.abort_all()

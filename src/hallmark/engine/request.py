@@ -110,7 +110,8 @@ class Request:
         bias = self.params.logit_bias
         if bias and max(bias) >= n_vocab:
             raise InvalidSamplingError(
-                f"logit_bias token id {max(bias)} is outside the vocabulary (size {n_vocab})"
+                f"logit_bias token id {max(bias)} is outside the vocabulary (size {n_vocab})",
+                param="logit_bias",
             )
 
     # -- state ------------------------------------------------------------------------------------

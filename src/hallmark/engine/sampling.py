@@ -14,6 +14,11 @@ from typing import Any
 from hallmark.errors import InvalidSamplingError
 from hallmark.settings import setting
 
+# A temperature below this decodes greedily (see SamplingParams.greedy).
+GREEDY_BELOW = 1e-5
+# Dividing logits by a penalty of 5e-324 made them infinite; beyond these bounds it means nothing.
+MIN_REPETITION_PENALTY = 0.01
+MAX_REPETITION_PENALTY = 100.0
 # Stop strings: OpenAI allows 4. More are fine, but each costs a search on every token, so both the
 # number and the length are bounded (a request with 300 stops of 3 KB took 2x as long).
 MAX_STOP_STRINGS = 16
@@ -85,11 +90,13 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0
+        # As vLLM does: below GREEDY_BELOW the division by the temperature would overflow (5e-324
+        # made every logit infinite), and the distribution is greedy in all but name anyway.
+        return self.temperature < GREEDY_BELOW
 
     def _validate(self) -> None:
-        def fail(message: str) -> None:
-            raise InvalidSamplingError(message)
+        def fail(field: str, message: str) -> None:
+            raise InvalidSamplingError(message, param=field)
 
         for name in (
             "temperature",
@@ -101,45 +108,51 @@ class SamplingParams:
         ):
             value = getattr(self, name)
             if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
-                fail(f"{name} must be a finite number, got {value!r}")
+                fail(name, f"{name} must be a finite number, got {value!r}")
         if self.temperature < 0:
-            fail(f"temperature must be >= 0, got {self.temperature}")
+            fail("temperature", f"temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
-            fail(f"top_p must be in (0, 1], got {self.top_p}")
+            fail("top_p", f"top_p must be in (0, 1], got {self.top_p}")
         if not 0 <= self.min_p <= 1:
-            fail(f"min_p must be in [0, 1], got {self.min_p}")
-        if self.repetition_penalty <= 0:
-            fail(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+            fail("min_p", f"min_p must be in [0, 1], got {self.min_p}")
+        if not MIN_REPETITION_PENALTY <= self.repetition_penalty <= MAX_REPETITION_PENALTY:
+            fail(
+                "repetition_penalty",
+                f"repetition_penalty must be in [{MIN_REPETITION_PENALTY}, {MAX_REPETITION_PENALTY}], "
+                f"got {self.repetition_penalty}",
+            )
         for name in ("presence_penalty", "frequency_penalty"):
             if not -2 <= getattr(self, name) <= 2:
-                fail(f"{name} must be in [-2, 2], got {getattr(self, name)}")
+                fail(name, f"{name} must be in [-2, 2], got {getattr(self, name)}")
         if not isinstance(self.top_k, int) or self.top_k < 0:
-            fail(f"top_k must be an integer >= 0, got {self.top_k!r}")
+            fail("top_k", f"top_k must be an integer >= 0, got {self.top_k!r}")
         if not isinstance(self.repeat_last_n, int) or self.repeat_last_n < 0:
-            fail(f"repeat_last_n must be an integer >= 0, got {self.repeat_last_n!r}")
+            fail("repeat_last_n", f"repeat_last_n must be an integer >= 0, got {self.repeat_last_n!r}")
         if self.max_tokens is not None and (not isinstance(self.max_tokens, int) or self.max_tokens < 1):
-            fail(f"max_tokens must be an integer >= 1, got {self.max_tokens!r}")
+            fail("max_tokens", f"max_tokens must be an integer >= 1, got {self.max_tokens!r}")
         if self.seed is not None and (not isinstance(self.seed, int) or self.seed < 0):
-            fail(f"seed must be an integer >= 0, got {self.seed!r}")
+            fail("seed", f"seed must be an integer >= 0, got {self.seed!r}")
         if self.logprobs is not None and (not isinstance(self.logprobs, int) or not 0 <= self.logprobs <= 20):
-            fail(f"logprobs must be an integer in [0, 20], got {self.logprobs!r}")
+            fail("logprobs", f"logprobs must be an integer in [0, 20], got {self.logprobs!r}")
         for s in self.stop:
             if not isinstance(s, str) or not s:
-                fail(f"stop strings must be non-empty strings, got {s!r}")
+                fail("stop", f"stop strings must be non-empty strings, got {s!r}")
             if len(s) > MAX_STOP_LENGTH:
-                fail(f"a stop string may be at most {MAX_STOP_LENGTH} characters long, got {len(s)}")
+                fail("stop", f"a stop string may be at most {MAX_STOP_LENGTH} characters long, got {len(s)}")
         if len(self.stop) > MAX_STOP_STRINGS:
-            fail(f"at most {MAX_STOP_STRINGS} stop strings are allowed, got {len(self.stop)}")
+            fail("stop", f"at most {MAX_STOP_STRINGS} stop strings are allowed, got {len(self.stop)}")
         if self.logit_bias is not None:
             if not isinstance(self.logit_bias, Mapping):
-                fail(
-                    f"logit_bias must be a mapping of token id -> bias, got {type(self.logit_bias).__name__}"
-                )
+                kind = type(self.logit_bias).__name__
+                fail("logit_bias", f"logit_bias must be a mapping of token id -> bias, got {kind}")
             for token, bias in self.logit_bias.items():
                 if not isinstance(token, int) or token < 0:
-                    fail(f"logit_bias keys must be token ids (integers >= 0), got {token!r}")
+                    fail("logit_bias", f"logit_bias keys must be token ids (integers >= 0), got {token!r}")
                 if not isinstance(bias, int | float) or not -100 <= bias <= 100:
-                    fail(f"logit_bias values must be numbers in [-100, 100], got {bias!r} for token {token}")
+                    fail(
+                        "logit_bias",
+                        f"logit_bias values must be numbers in [-100, 100], got {bias!r} for token {token}",
+                    )
 
     def with_overrides(self, **overrides: Any) -> SamplingParams:
         """A copy with the given fields changed; unknown names are an error, not ignored."""

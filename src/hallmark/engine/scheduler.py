@@ -19,6 +19,7 @@ only the new messages).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -33,6 +34,8 @@ from hallmark.engine.request import Request, RequestStatus
 from hallmark.engine.results import StreamChunk
 from hallmark.errors import HallmarkError
 
+log = logging.getLogger("hallmark.engine")
+
 
 class QueueFullError(HallmarkError):
     """More requests are waiting than the scheduler accepts."""
@@ -44,6 +47,10 @@ class StepError(HallmarkError):
     def __init__(self, failed: list[Request], cause: Exception):
         super().__init__(f"decode step failed: {cause}")
         self.failed = failed
+
+
+# What a step yields per request: its next chunk, or the error that ended it.
+Event = tuple[Request, "StreamChunk | StepError"]
 
 
 @dataclass(frozen=True)
@@ -131,8 +138,8 @@ class Scheduler:
             self.wakeup.clear()
             self.wakeup.wait(min(quiet - since, deadline - now))
 
-    def step(self) -> list[tuple[Request, StreamChunk]]:
-        """Run one step; return the chunks it produced, in scheduling order."""
+    def step(self) -> list[Event]:
+        """Run one step; return the chunks it produced (or a request's failure), in scheduling order."""
         self._drop_cancelled()
         self._admit()
         plan = self.schedule()
@@ -162,20 +169,28 @@ class Scheduler:
                 budget -= len(take)
         return plan
 
-    def postprocess(
-        self, plan: list[ScheduledChunk], logits: list[np.ndarray]
-    ) -> list[tuple[Request, StreamChunk]]:
-        """Advance each request by its chunk; sample where a prompt is complete or a token decoded."""
-        events: list[tuple[Request, StreamChunk]] = []
+    def postprocess(self, plan: list[ScheduledChunk], logits: list[np.ndarray]) -> list[Event]:
+        """Advance each request by its chunk; sample where a prompt is complete or a token decoded.
+
+        A request whose sampling raises (a bug, or a value the checks let through) fails alone,
+        with a StepError as its event: the step's other requests and the scheduler go on.
+        """
+        events: list[Event] = []
         now = time.perf_counter()
         for c, rows in zip(plan, logits, strict=True):
             r = c.request
-            if r.status is RequestStatus.PREFILLING:
-                r.num_prefilled += len(c.tokens)
-                if r.prefilling:
-                    continue  # a chunk of a long prompt: no token to sample yet
-                r.start_decoding(now)
-            chunk = r.accept(rows[-1], self.backend, self.backend.n_ctx, self.model_name)
+            try:
+                if r.status is RequestStatus.PREFILLING:
+                    r.num_prefilled += len(c.tokens)
+                    if r.prefilling:
+                        continue  # a chunk of a long prompt: no token to sample yet
+                    r.start_decoding(now)
+                chunk = r.accept(rows[-1], self.backend, self.backend.n_ctx, self.model_name)
+            except Exception as e:
+                log.exception("sampling failed for one request")
+                self._release(r, RequestStatus.FAILED)
+                events.append((r, StepError([r], e)))
+                continue
             events.append((r, chunk))
             if chunk.final is not None:
                 self._release(r, RequestStatus.FINISHED)

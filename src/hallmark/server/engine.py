@@ -157,6 +157,11 @@ class ModelEngine:
                 log.error("%s", e)
                 deliver([(r.sink, e) for r in e.failed])
                 continue
+            except Exception as e:  # a bug: fail what runs now rather than end the thread (and hang)
+                log.exception("engine step failed")
+                stopped = sched.abort_all()
+                deliver([(r.sink, StepError(stopped, e)) for r in stopped])
+                continue
             deliver([(r.sink, chunk) for r, chunk in events])
         stopped = sched.abort_all()
         deliver(

@@ -22,6 +22,7 @@ from hallmark.errors import (
     TooManySequencesError,
     UnknownModelError,
 )
+from hallmark.server.protocol import field_path
 
 log = logging.getLogger("hallmark.server")
 
@@ -88,7 +89,7 @@ def to_api_error(e: Exception, prompt_param: str = "messages") -> APIError:
     kind = next((k for cls, k in ERROR_TABLE if isinstance(e, cls)), None)
     if kind is None:
         raise e  # not an expected error: the internal-error handler logs it
-    message, param = str(e), kind.param
+    message, param = str(e), getattr(e, "param", None) or kind.param
     if isinstance(e, ContextLengthError):
         message = f"This model's maximum context length is {e.n_ctx} tokens. However, "
         if e.max_tokens is None:
@@ -107,16 +108,19 @@ def to_api_error(e: Exception, prompt_param: str = "messages") -> APIError:
 
 def _validation_error(exc: RequestValidationError) -> APIError:
     err = exc.errors()[0]
-    loc = [str(x) for x in err.get("loc", ()) if x != "body"]
-    param = ".".join(loc) or None
+    loc = tuple(err.get("loc", ()))
+    param = field_path(loc)
     if err.get("type") == "extra_forbidden":
+        # The unknown field's own name is the location's last element, which is no known field.
+        param = ".".join(p for p in (field_path(loc[:-1]), str(loc[-1])) if p)
         return APIError(
             400,
             f"Unsupported parameter: '{param}' is not supported by this server (hallmark).",
             param=param,
             code="unsupported_parameter",
         )
-    if err.get("type") in ("json_invalid", "model_attributes_type") or not loc:
+    if err.get("type") == "json_invalid" or param is None:
+        # Not a field's fault: the body itself is not JSON, or not an object of the right shape.
         return APIError(400, f"The request body is not valid JSON for this endpoint: {err.get('msg')}")
     if err.get("type") == "missing":
         return APIError(

@@ -93,7 +93,10 @@ class RequestGuard:
                 value = headers.get(header)
                 if value is None or (header == "origin" and value == "null"):
                     continue
-                host = value if header == "host" else urlsplit(value).netloc
+                try:
+                    host = value if header == "host" else urlsplit(value).netloc
+                except ValueError:  # "http://[" and the like: not a host of ours
+                    host = ""
                 if not host_is_allowed(host, self.allowed_hosts):
                     return APIError(
                         403,

@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from hallmark.engine.sampling import MAX_STOP_LENGTH, MAX_STOP_STRINGS, SamplingParams
 from hallmark.watermark.spec import DEFAULT_FPR
 
-_TOKEN_ID = re.compile(r"-?[0-9]+")  # ASCII digits only: str.isdigit() also accepts "²"
+# ASCII digits only (str.isdigit() also accepts "²"), and few: int() refuses over 4300 digits.
+_TOKEN_ID = re.compile(r"-?[0-9]{1,10}")
 
 
 class OpenAIRequest(BaseModel):
@@ -198,3 +199,23 @@ class DetectRequest(OpenAIRequest):
     spec: str | None = None  # a spec id or JSON; default: the served model's own spec
     fpr: float = Field(DEFAULT_FPR, gt=0, lt=1)
     windowed: bool = True
+
+
+def field_path(loc: tuple[int | str, ...]) -> str | None:
+    """The request field a pydantic error location names, as OpenAI's `param` ("messages.0.content").
+
+    Locations also hold the union branch that failed ("str", "list[str]", "function-after[...]"),
+    which is not a field: only list indices and the protocol's field names are kept.
+    """
+    names = _field_names()
+    parts = [str(x) for x in loc if isinstance(x, int) or (x != "body" and x in names)]
+    return ".".join(parts) or None
+
+
+def _field_names() -> frozenset[str]:
+    classes, seen = [OpenAIRequest], set()
+    while classes:
+        cls = classes.pop()
+        seen |= set(cls.model_fields)
+        classes += cls.__subclasses__()
+    return frozenset(seen)
