@@ -277,9 +277,11 @@ def test_detect_finds_the_watermark_of_a_served_answer(app):
         )
         unknown = re.sub(r"-k[0-9a-f]+-", "-k000000000000-", spec)
         no_key = await http.post("/v1/detect", json={"text": text, "spec": unknown})
-        return spec, found, with_spec, bad, surrogate, no_key
+        malformed = await http.post("/v1/detect", json={"text": text, "spec": '{"context_width": 2.5}'})
+        return spec, found, with_spec, bad, surrogate, no_key, malformed
 
-    spec, found, with_spec, bad, surrogate, no_key = app.call(run)
+    spec, found, with_spec, bad, surrogate, no_key, malformed = app.call(run)
+    assert malformed.status_code == 400 and malformed.json()["error"]["param"] == "spec"
     # The key store is the server's business: no path, no key names in the answer.
     message = no_key.json()["error"]["message"]
     assert no_key.status_code == 400 and "no watermark key with id" in message
@@ -368,3 +370,27 @@ def test_a_prompt_that_cannot_fit_is_refused_without_tokenizing_it(app, monkeypa
 
     err = app.call(run)
     assert err["code"] == "context_length_exceeded" and "at least 1000 prompt tokens" in err["message"]
+
+
+def test_a_locked_log_delays_rows_never_requests(app):
+    import sqlite3
+
+    holder = sqlite3.connect(app.config.log_db, timeout=0)
+    holder.execute("BEGIN EXCLUSIVE")  # another process writing the log
+
+    async def run(client, http):
+        done = await client.completions.create(model=MODEL, prompt="hi", max_tokens=2)
+        health = (await http.get("/health")).json()
+        return done, health
+
+    try:
+        # Before the fix the request waited 10 s on the lock (the event loop with it), then its row
+        # was dropped ("could not write the request log").
+        done, health = app.call(run)
+        assert done.usage.completion_tokens == 2
+        assert health["log"]["pending"] == 1 and health["log"]["failed"] == 0
+    finally:
+        holder.rollback()
+        holder.close()
+    rows = app.log_rows()  # flushes: the queued row is written once the lock is gone
+    assert [r["id"] for r in rows] == [done.id]

@@ -21,7 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from hallmark import __version__
-from hallmark.errors import HallmarkError
+from hallmark.errors import HallmarkError, WatermarkSpecError
 from hallmark.model import Model
 from hallmark.requestlog import LogRecord, Outcome, RequestLog
 from hallmark.server.config import ServerConfig
@@ -317,5 +317,8 @@ def _detect(state: ServerState, body: DetectRequest) -> dict:
         detector = detector_for(engine.model.tokenizer, engine.name, spec, key=key)
         result = detector.detect(body.text, fpr=body.fpr, windowed=body.windowed)
     except HallmarkError as e:
-        raise to_api_error(e) from e
+        err = to_api_error(e)
+        if isinstance(e, WatermarkSpecError) and body.spec:
+            err.param = "spec"  # the spec the client sent is what is wrong
+        raise err from e
     return {"object": "watermark.detection", "model": engine.name, **result.to_dict()}
