@@ -4,70 +4,32 @@ loopback for that one)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 import threading
 import time
 
-import httpx
 import pytest
 import uvicorn
 
-from hallmark.backends.fake import FakeBackend
-from hallmark.model import Model
-from hallmark.requestlog import RequestLog
 from hallmark.server import app as app_module
-from hallmark.server.app import build_state, create_app
-from hallmark.server.config import ServerConfig
 from hallmark.server.guard import host_is_allowed
+from tests.fake_server import FakeServer
 
 KEY = "guard-test-key"
 BODY = {"model": "fake", "prompt": "hi", "max_tokens": 2}
 
 
-class Served:
-    def __init__(self, tmp_path, **config):
-        self.model = Model(FakeBackend(n_ctx=128, max_sequences=2), "fake")
-        self.config = ServerConfig(log_db=str(tmp_path / "log.db"), batch_wait_ms=0, metrics=True, **config)
-        self.state = build_state([self.model], self.config)
-        self.app = create_app(self.state)
-
-    def requests(self, *calls):
-        """Run (method, url, kwargs) calls in order on one client; return the responses."""
-
-        async def main():
-            transport = httpx.ASGITransport(app=self.app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
-                return [await http.request(method, url, **kw) for method, url, kw in calls]
-
-        return asyncio.run(main())
-
-    def rows(self) -> list[dict]:
-        assert self.state.request_log.flush(10)  # the server writes its rows from a queue
-        log = RequestLog(self.config.log_db)
-        try:
-            return log.recent(100)
-        finally:
-            log.close()
-
-    def close(self) -> None:
-        for engine in self.state.engines.values():
-            engine.stop()
-        self.state.request_log.close()
-        self.model.close()
-
-
 @pytest.fixture
 def open_server(tmp_path):
-    s = Served(tmp_path, allowed_hosts=("mybox.local",))
+    s = FakeServer(tmp_path, metrics=True, allowed_hosts=("mybox.local",))
     yield s
     s.close()
 
 
 @pytest.fixture
 def keyed_server(tmp_path):
-    s = Served(tmp_path, api_keys=(KEY,), max_body_size=4096)
+    s = FakeServer(tmp_path, metrics=True, api_keys=(KEY,), max_body_size=4096)
     yield s
     s.close()
 
@@ -92,7 +54,7 @@ def test_without_a_key_only_local_hosts_and_origins_are_answered(open_server):
     assert evil.status_code == 403 and evil.json()["error"]["code"] == "host_not_allowed"
     assert origin.status_code == 403
     assert local.status_code == named.status_code == page.status_code == 200
-    statuses = sorted(r["http_status"] for r in open_server.rows())
+    statuses = sorted(r["http_status"] for r in open_server.log_rows())
     assert statuses == [200, 200, 200, 403, 403]  # the refusals are logged too
 
 
@@ -119,7 +81,7 @@ def test_with_a_key_nothing_behind_it_reads_the_body(keyed_server):
         metrics_ok.status_code == 200
         and 'hallmark_refusals_total{endpoint="/v1/completions"' in metrics_ok.text
     )
-    rows = keyed_server.rows()
+    rows = keyed_server.log_rows()
     assert sorted(r["http_status"] for r in rows) == [401, 401]
     assert all(r["prompt"] is None for r in rows)  # an unauthenticated body is never stored
 
@@ -145,7 +107,7 @@ def test_bodies_are_capped_and_refused_bodies_logged_as_an_excerpt(keyed_server)
     assert declared.status_code == streamed.status_code == 413
     assert declared.json()["error"]["code"] == "request_too_large"
     assert rejected.status_code == 400
-    rows = {r["http_status"]: r for r in keyed_server.rows()}
+    rows = {r["http_status"]: r for r in keyed_server.log_rows()}
     assert rows[413]["prompt"] is None
     logged = rows[400]["prompt"]
     assert logged.startswith('{"model": "fake"') and len(logged) < 4096 + 100
@@ -158,7 +120,7 @@ def test_deeply_nested_json_is_a_logged_400(open_server):
         ("POST", "/v1/completions", {"content": nested, "headers": {"content-type": "application/json"}})
     )
     assert r.status_code == 400 and "error" in r.json()
-    (row,) = open_server.rows()
+    (row,) = open_server.log_rows()
     assert row["http_status"] == 400 and row["model"] == "fake"
 
 
@@ -189,7 +151,7 @@ def _free_port() -> int:
 
 
 def test_a_500_is_openai_json_logged_and_the_connection_stays_usable(tmp_path, monkeypatch):
-    served = Served(tmp_path)
+    served = FakeServer(tmp_path)
 
     async def broken(*args, **kwargs):
         raise RuntimeError("a bug")
@@ -216,7 +178,7 @@ def test_a_500_is_openai_json_logged_and_the_connection_stays_usable(tmp_path, m
             # Before the fix uvicorn closed this connection after the 500 (Starlette re-raises).
             sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             assert _read_response(sock).startswith(b"HTTP/1.1 200")
-        (row,) = served.rows()
+        (row,) = served.log_rows()
         assert row["http_status"] == 500 and row["status"] == "error"
     finally:
         server.should_exit = True

@@ -12,61 +12,16 @@ import re
 import threading
 from collections.abc import Iterator
 
-import httpx
 import openai
 import pytest
 
-from hallmark.backends.fake import EOS, FakeBackend
-from hallmark.model import Model
-from hallmark.requestlog import RequestLog
-from hallmark.server.app import build_state, create_app
-from hallmark.server.config import ServerConfig
-
-MODEL = "fake"
-
-
-class App:
-    """The app on a fake model, with async helpers that run on one event loop per call."""
-
-    def __init__(self, tmp_path, **config):
-        backend_kw = config.pop("backend", {})
-        self.backend = FakeBackend(**{"n_ctx": 128, "max_sequences": 2, **backend_kw})
-        self.model = Model(self.backend, MODEL)
-        self.config = ServerConfig(log_db=str(tmp_path / "log.db"), batch_wait_ms=0, **config)
-        self.state = build_state([self.model], self.config)
-        self.app = create_app(self.state)
-
-    def call(self, fn):
-        """Run `fn(client, http)` with an openai AsyncOpenAI client and an httpx client on the app."""
-
-        async def main():
-            transport = httpx.ASGITransport(app=self.app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
-                client = openai.AsyncOpenAI(
-                    base_url="http://localhost/v1", api_key="none", http_client=http, max_retries=0
-                )
-                return await fn(client, http)
-
-        return asyncio.run(main())
-
-    def log_rows(self) -> list[dict]:
-        assert self.state.request_log.flush(10)  # the server writes its rows from a queue
-        log = RequestLog(self.config.log_db)
-        try:
-            return log.recent(100)
-        finally:
-            log.close()
-
-    def close(self) -> None:
-        for engine in self.state.engines.values():
-            engine.stop()
-        self.state.request_log.close()
-        self.model.close()
+from hallmark.backends.fake import EOS
+from tests.fake_server import MODEL, FakeServer
 
 
 @pytest.fixture
-def app(tmp_path) -> Iterator[App]:
-    a = App(tmp_path)
+def app(tmp_path) -> Iterator[FakeServer]:
+    a = FakeServer(tmp_path)
     yield a
     a.close()
 
@@ -123,7 +78,7 @@ def test_completions_with_several_prompts_and_n_choices(app):
 
 
 def test_ignore_eos_is_accepted_and_keeps_generating(tmp_path):
-    app = App(tmp_path, backend={"eos_after": 12})
+    app = FakeServer(tmp_path, backend={"eos_after": 12})
     try:
 
         async def run(client, _):
@@ -216,7 +171,7 @@ def test_a_stopped_engine_answers_503_shutting_down(app):
 
 
 def test_a_full_queue_answers_503_but_an_impossible_request_400(tmp_path):
-    app = App(tmp_path, max_waiting=1)  # 2 slots + 1 waiting place
+    app = FakeServer(tmp_path, max_waiting=1)  # 2 slots + 1 waiting place
     try:
 
         async def run(_, http):
@@ -250,7 +205,7 @@ def test_a_full_queue_answers_503_but_an_impossible_request_400(tmp_path):
 
 
 def test_max_queue_zero_still_serves_an_idle_server(tmp_path):
-    app = App(tmp_path, max_waiting=0)
+    app = FakeServer(tmp_path, max_waiting=0)
     try:
 
         async def run(client, _):
