@@ -21,6 +21,7 @@ BELOW_MODEL = (
     "hallmark.watermark",
     "hallmark.catalog",
     "hallmark.gguf_info",
+    "hallmark.provenance",
 )
 
 # Layer (module prefix, most specific first) -> the hallmark modules it may import (prefixes).
@@ -30,6 +31,8 @@ ALLOWED: list[tuple[str, tuple[str, ...]]] = [
     ("hallmark.watermark", (*WATERMARK, "hallmark.backends.base", *LEAVES)),
     ("hallmark.catalog", (*LEAVES,)),
     ("hallmark.gguf_info", ("hallmark.backends", *LEAVES)),
+    # `hallmark.__init__` for __version__ only (the manifest's "generator").
+    ("hallmark.provenance", ("hallmark.watermark.keys", "hallmark.__init__", *LEAVES)),
     ("hallmark.engine", ("hallmark.engine", "hallmark.backends.base", *WATERMARK, *LEAVES)),
     ("hallmark.model", BELOW_MODEL),
     ("hallmark.tasks", ("hallmark.tasks", "hallmark.model", *BELOW_MODEL)),
