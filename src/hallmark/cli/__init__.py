@@ -5,6 +5,7 @@ Layout (no module here imports another in a circle):
   options.py    option builders shared by the commands (model, sampling, dataclass-derived flags)
   generate.py   generate, chat            models.py   models, info
   watermark.py  detect, keys new|list|show
+  provenance.py verify, provenance key
   server.py     serve, logs               tasks.py    translate, summarize, ask, eval
 The command modules import options.py and library modules only, never each other or main.py; this
 package puts them together by registering each command on `main`, which it exports (the
@@ -14,7 +15,7 @@ Every option can also be set with an environment variable, HALLMARK_<OPTION> (fo
 HALLMARK_MODEL, HALLMARK_TEMPERATURE); a flag on the command line wins over the variable.
 """
 
-from hallmark.cli import generate, models, server, tasks, watermark
+from hallmark.cli import generate, models, provenance, server, tasks, watermark
 from hallmark.cli.main import main
 
 for _command in (
@@ -24,6 +25,8 @@ for _command in (
     models.info,
     watermark.detect,
     watermark.keys,
+    provenance.verify,
+    provenance.provenance,
     server.serve,
     server.logs,
     tasks.translate,
