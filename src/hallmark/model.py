@@ -15,6 +15,7 @@ from hallmark.backends import Backend, BackendConfig, Tokenizer, open_backend
 from hallmark.catalog import DEFAULT_MODEL, CatalogEntry, resolve
 from hallmark.engine.chat import FALLBACK_STOP, render_chat_segments, tokenize_chat
 from hallmark.engine.generate import generate_stream, in_order
+from hallmark.engine.rails import DEFAULT_DISCLOSURE, NO_DISCLOSURE, Disclosure, asks_if_human
 from hallmark.engine.request import Request
 from hallmark.engine.results import GenerationResult, StreamChunk
 from hallmark.engine.sampling import SamplingParams, sampling_params
@@ -38,11 +39,13 @@ class Model:
         load_seconds: float = 0.0,
         watermark: str | None = DEFAULT_SCHEME,
         watermark_key: str | None = None,
+        disclosure: Disclosure = DEFAULT_DISCLOSURE,
     ):
         """Wrap an open backend (`hallmark.load` opens one from a model name or file)."""
         self.name = name
         self.path = path
         self.backend = backend
+        self.disclosure = disclosure  # how chats say they come from an AI (hallmark.engine.rails)
         self.entry = entry
         self.load_seconds = load_seconds
         meta = backend.metadata()
@@ -165,11 +168,26 @@ class Model:
         """A request to continue `prompt`, watermarked with this model's scheme unless params say not."""
         return Request(self._prompt_ids(prompt), params, self._scheme_for(params))
 
-    def chat_request(self, messages: Sequence[Mapping[str, Any]], params: SamplingParams) -> Request:
-        """A request answering `messages` through the chat template."""
+    def chat_request(
+        self, messages: Sequence[Mapping[str, Any]], params: SamplingParams, *, conversation: bool = True
+    ) -> Request:
+        """A request answering `messages` through the chat template.
+
+        A conversation with a person (`conversation=True`, the default) gets the model's disclosure:
+        its instruction in the system prompt and the human-claim rail on the answer. Task prompts
+        (translate, summarize, answer) are not conversations and go as they are.
+        """
         if not self.chat_template:  # the plain fallback format ends a turn where the next "User:" starts
             params = params.with_overrides(stop=tuple(params.stop) + FALLBACK_STOP)
-        return Request(self.chat_prompt_ids(messages), params, self._scheme_for(params))
+        disclosure = self.disclosure if conversation else NO_DISCLOSURE
+        ids = self.chat_prompt_ids(disclosure.apply(messages))
+        return Request(
+            ids,
+            params,
+            self._scheme_for(params),
+            human_claim_rail=disclosure.rail,
+            must_disclose=disclosure.rail and asks_if_human(_last_user_text(messages)),
+        )
 
     def token_logprobs(self, text: str | Sequence[int]) -> np.ndarray:
         """Log-probability of each token of `text` given the ones before it (the first is skipped)."""
@@ -264,6 +282,14 @@ class Model:
 
     def __repr__(self) -> str:
         return f"Model(name={self.name!r}, path={str(self.path)!r}, n_ctx={self.n_ctx})"
+
+
+def _last_user_text(messages: Sequence[Mapping[str, Any]]) -> str:
+    """The content of the last user message ("" if none): what a sincere "are you human?" would be."""
+    for m in reversed(messages):
+        if isinstance(m, Mapping) and m.get("role") == "user" and isinstance(m.get("content"), str):
+            return m["content"]
+    return ""
 
 
 def load(

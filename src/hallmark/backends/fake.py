@@ -14,6 +14,8 @@ the Python API and the server's serving code run on it in milliseconds; what nee
   the end-of-sequence token stays unlikely until a sequence holds `eos_after` tokens.
 - Faults: `fail_next_decode()` makes the next decode call raise BackendError, appending nothing;
   `pause()` holds decode calls until `resume()`, so requests stay in flight.
+- `script`: a fixed answer for every chat (with byte-level tokens), to test what the engine does with
+  a known output.
 - `calls` records every decode call's inputs as (seq_id, n_tokens, all_logits), for assertions.
 """
 
@@ -39,6 +41,18 @@ CHATML_TEMPLATE = (
 )
 
 
+_ANSWER_START = [IM_START, *b"assistant\n"]
+
+
+def _after_answer_start(history: list[int]) -> int | None:
+    """Tokens written since the last "<|im_start|>assistant\n" in a history (None if there is none)."""
+    n = len(_ANSWER_START)
+    for at in range(len(history) - n, -1, -1):
+        if history[at : at + n] == _ANSWER_START:
+            return len(history) - (at + n)
+    return None
+
+
 class FakeBackend(SequenceAdapters):
     def __init__(
         self,
@@ -48,6 +62,7 @@ class FakeBackend(SequenceAdapters):
         chat_template: str | None = CHATML_TEMPLATE,
         eos_after: int | None = None,
         window: int = 4,
+        script: str | None = None,
     ):
         super().__init__()
         self.n_vocab = 260
@@ -57,6 +72,9 @@ class FakeBackend(SequenceAdapters):
         self.chat_template = chat_template
         self.eos_after = eos_after
         self.window = window
+        # The answer every chat gets (after ChatML's "<|im_start|>assistant\n"), then EOS: for testing
+        # what the engine does with a known output, such as the human-claim rail.
+        self.script = script.encode("utf-8") if script is not None else None
         self.calls: list[list[tuple[int, int, bool]]] = []
         self.adapter_files: dict[str, float] = {}  # adapter id -> its logit shift
         self._cache: dict[int, list[int]] = {}  # the "KV cache": tokens of each sequence
@@ -158,6 +176,8 @@ class FakeBackend(SequenceAdapters):
         logits[BOS] = logits[IM_START] = -30.0
         ending = self.eos_after is not None and len(history) >= self.eos_after
         logits[EOS] = 30.0 if ending else -30.0
+        if self.script is not None and (written := _after_answer_start(history)) is not None:
+            logits[self.script[written] if written < len(self.script) else EOS] = 60.0
         logits[IM_END] = -30.0
         for name, scale in adapters:
             logits += np.float32(self.adapter_files[name] * scale) * self._adapter_direction

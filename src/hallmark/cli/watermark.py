@@ -1,7 +1,9 @@
 """`hallmark detect` and `hallmark keys new|list|show`: watermark detection and the keys behind it.
 
-Detection needs only the generating model's tokenizer and the key. The numpy-heavy detection code
-and the key store are imported inside the commands, so `--help` stays cheap.
+Detection needs only tokenizers and keys; without -m or --spec it tries every installed model's
+tokenizer with each local key and scheme (api.py). Several files are tested as one batch, whose
+shared token pairs (boilerplate) are not scored. The numpy-heavy detection code and the key store
+are imported inside the commands, so `--help` stays cheap.
 """
 
 from __future__ import annotations
@@ -13,10 +15,9 @@ from typing import Any
 
 import click
 
-from hallmark.catalog import DEFAULT_MODEL
 from hallmark.cli.options import envvar
 from hallmark.errors import HallmarkError
-from hallmark.watermark.spec import DEFAULT_FPR, DEFAULT_SCHEME, SCHEMES
+from hallmark.watermark.spec import DEFAULT_FPR, SCHEMES
 
 
 @click.group()
@@ -117,15 +118,15 @@ def keys_show(name: str, secret: bool, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("file", default="-", type=click.Path(allow_dash=True, dir_okay=False))
+@click.argument("files", nargs=-1, type=click.Path(allow_dash=True, dir_okay=False))
 @click.option(
     "-m",
     "--model",
     default=None,
     envvar=envvar("model"),
     show_envvar=True,
-    help="Model whose tokenizer generated the text [default: found from --spec, else "
-    f"{DEFAULT_MODEL}]. Only the tokenizer is loaded.",
+    help="Model whose tokenizer generated the text; only the tokenizer is loaded [default: found "
+    "from --spec, else every installed model's tokenizer is tried].",
 )
 @click.option(
     "--spec",
@@ -137,9 +138,8 @@ def keys_show(name: str, secret: bool, as_json: bool) -> None:
 @click.option(
     "--scheme",
     type=click.Choice(SCHEMES),
-    default=DEFAULT_SCHEME,
-    show_default=True,
-    help="Scheme to test for when no --spec is given.",
+    default=None,
+    help="Scheme to test for when no --spec is given [default: each].",
 )
 @click.option(
     "--key",
@@ -148,14 +148,28 @@ def keys_show(name: str, secret: bool, as_json: bool) -> None:
     metavar="NAME_OR_ID",
     envvar=envvar("watermark_key_name"),
     show_envvar=True,
-    help="Stored key [default: the spec's key, else your default key].",
+    help="Stored key [default: the spec's key, else each of your keys].",
 )
 @click.option(
     "--fpr",
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
     default=DEFAULT_FPR,
     show_default=True,
-    help="False-positive rate the verdict is made at.",
+    help="False-positive rate the verdict is made at (for all hypotheses tested together).",
+)
+@click.option(
+    "--reference",
+    "references",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Boilerplate (a blank template, a letter head): its token pairs are not scored. Repeatable.",
+)
+@click.option(
+    "--exclude-shared/--keep-shared",
+    default=True,
+    show_default=True,
+    help="With several FILES: leave out the token pairs that two or more of them share.",
 )
 @click.option(
     "--windows/--no-windows",
@@ -163,40 +177,46 @@ def keys_show(name: str, secret: bool, as_json: bool) -> None:
     show_default=True,
     help="Also look for watermarked passages inside longer text.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print each result as one JSON object (a line per file)."
+)
 def detect(
-    file: str,
+    files: tuple[str, ...],
     model: str | None,
     spec: str | None,
-    scheme: str,
+    scheme: str | None,
     key_name: str | None,
     fpr: float,
+    references: tuple[str, ...],
+    exclude_shared: bool,
     windows: bool,
     as_json: bool,
 ) -> None:
-    """Test FILE (or stdin) for the watermark: tokens scored, statistic, exact p-value, verdict.
+    """Test FILES (or stdin) for the watermark: tokens scored, statistic, exact p-value, verdict.
 
-    Needs only the generating model's tokenizer and the key, not the model itself. Exit status is
-    0 whatever the verdict; read it from the output.
+    Needs only tokenizers and keys, not the models. Without --model or --spec, the text is tested
+    under every installed model's tokenizer, each of your keys and each scheme; the best match is
+    reported with its p-value multiplied by the number of hypotheses tested, so --fpr holds for
+    all of them together. Exit status is 0 whatever the verdict; read it from the output.
+
+    Texts that share boilerplate (a form, a letter head) share its token pairs, and under one key
+    their scores too: test them together (several FILES, whose shared pairs are left out), or give
+    the boilerplate with --reference.
 
     \b
     Examples:
       hallmark detect essay.txt
       hallmark generate "Breaking news:" --json | jq -r .text | hallmark detect -
       hallmark detect essay.txt --spec hm1-gumbel-w2-k0e92caa512ae-tade6dc1a204a04a9 --json
-      hallmark detect essay.txt --scheme kgw --fpr 0.01
+      hallmark detect essays/*.txt --reference essays/template.txt --fpr 0.01
     """
-    from hallmark.watermark.api import detect as run_detect
+    from hallmark.watermark.api import detect_many
 
-    if file == "-":
-        if sys.stdin.isatty():
-            raise click.UsageError("give a FILE, or pipe the text on stdin")
-        text = sys.stdin.read()
-    else:
-        try:
-            text = Path(file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise HallmarkError(f"cannot read {file}: {e}") from e
+    names = list(files) or ["-"]
+    if names.count("-") > 1:
+        raise click.UsageError("stdin ('-') can be read only once")
+    texts = [_read_text(name) for name in names]
+    reference = [_read_text(name) for name in references]
     if spec and spec.startswith("@"):
         try:
             spec = Path(spec[1:]).read_text(encoding="utf-8").strip()
@@ -204,15 +224,53 @@ def detect(
             raise HallmarkError(f"cannot read spec file {spec[1:]}: {e.strerror}") from e
         except UnicodeDecodeError:
             raise HallmarkError(f"cannot read spec file {spec[1:]}: it is not UTF-8 text") from None
-    result = run_detect(text, model=model, spec=spec, key=key_name, scheme=scheme, fpr=fpr, windowed=windows)
-    if as_json:
-        click.echo(json.dumps(result.to_dict()))
-        return
+    results = detect_many(
+        texts,
+        model=model,
+        spec=spec,
+        key=key_name,
+        scheme=scheme,
+        fpr=fpr,
+        windowed=windows,
+        reference=reference,
+        exclude_shared=exclude_shared,
+    )
+    for i, (name, text, result) in enumerate(zip(names, texts, results, strict=True)):
+        if as_json:
+            click.echo(json.dumps({"file": name, **result.to_dict()}))
+            continue
+        if len(names) > 1:
+            click.echo(("\n" if i else "") + f"{name}:")
+        _print_result(text, result)
+
+
+def _read_text(name: str) -> str:
+    if name == "-":
+        if sys.stdin.isatty():
+            raise click.UsageError("give a FILE, or pipe the text on stdin")
+        return sys.stdin.read()
+    try:
+        return Path(name).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else "it is not UTF-8 text"
+        raise HallmarkError(f"cannot read {name}: {reason}") from None
+
+
+def _print_result(text: str, result: Any) -> None:
     click.echo(result.message)
+    if result.model:
+        click.echo(f"  model      {result.model}")
     click.echo(f"  spec       {result.spec_id}")
-    click.echo(f"  tokens     {result.tokens} ({result.scored} distinct scored)")
+    excluded = f", {result.excluded} left out as boilerplate" if result.excluded else ""
+    click.echo(f"  tokens     {result.tokens} ({result.scored} distinct scored{excluded})")
     click.echo(f"  statistic  {result.statistic:.2f} (z = {result.z_score:.2f})")
-    click.echo(f"  p-value    {result.p_value:.3g}")
+    if result.hypotheses > 1:
+        click.echo(
+            f"  p-value    {result.p_value:.3g} "
+            f"({result.raw_p_value:.3g} x {result.hypotheses} hypotheses tested)"
+        )
+    else:
+        click.echo(f"  p-value    {result.p_value:.3g}")
     for span in result.spans:
         preview = text[span.start : span.end].replace("\n", " ")
         preview = preview if len(preview) <= 60 else preview[:57] + "..."

@@ -1,8 +1,9 @@
-"""Incremental detokenization and stop strings for streaming.
+"""Incremental detokenization, stop strings and output rails for streaming.
 
 Tokens arrive one at a time as raw bytes (a UTF-8 character may span several tokens). Text is
-released only when it is certain: never half a character, and never text that could still turn
-out to be the start of a stop string.
+released only when it is certain: never half a character, never text that could still turn out
+to be the start of a stop string, and, with a rail (hallmark.engine.rails), never a sentence the
+rail has not checked. What is released is the rail's rewrite of the model's text.
 """
 
 from __future__ import annotations
@@ -10,10 +11,13 @@ from __future__ import annotations
 import codecs
 import re
 
+from hallmark.engine.rails import HumanClaimRail
+
 
 class TextStream:
-    def __init__(self, stop: tuple[str, ...] = ()):
+    def __init__(self, stop: tuple[str, ...] = (), rail: HumanClaimRail | None = None):
         self.stop = stop
+        self.rail = rail
         self._longest = max((len(s) for s in stop), default=0)
         # One search for all the stops (leftmost match; at one position, the earlier stop in the list),
         # and one set of every stop's proper prefixes for the hold-back: the per-token cost follows
@@ -23,11 +27,13 @@ class TextStream:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._text = ""  # all decoded text so far (up to a stop string, once found)
         self._released = 0  # how much of _text has been handed out
+        self._out: list[str] = []  # what was handed out: _text[:_released], as the rail rewrote it
         self.stop_found: str | None = None
 
     @property
     def text(self) -> str:
-        return self._text
+        """The text released so far (all of it, once finished): the model's, as the rail rewrote it."""
+        return "".join(self._out)
 
     def push(self, piece: bytes) -> str:
         """Add one token's bytes; return the text that is now safe to release."""
@@ -45,13 +51,20 @@ class TextStream:
                 self._text = self._text[:at]
                 self.stop_found = stop
                 return self._release(len(self._text))
-        return self._release(len(self._text) - self._held_back())
+        held = self._held_back()
+        if self.rail is not None:
+            held = max(held, self.rail.held_back(self._text[self._released :]))
+        return self._release(len(self._text) - held)
 
     def finish(self) -> str:
         """End of generation: release everything still held back (it was not a stop string)."""
         if self.stop_found is None:
             self._text += self._decoder.decode(b"", final=True)
-        return self._release(len(self._text))
+        out = self._release(len(self._text))
+        if self.rail is not None and (owed := self.rail.finish()):
+            self._out.append(owed)
+            out += owed
+        return out
 
     def _earliest_stop(self, search_from: int) -> tuple[int, str] | None:
         assert self._pattern is not None
@@ -69,4 +82,7 @@ class TextStream:
     def _release(self, upto: int) -> str:
         out = self._text[self._released : upto]
         self._released = max(self._released, upto)
+        if out and self.rail is not None:
+            out = self.rail.rewrite(out)
+        self._out.append(out)
         return out

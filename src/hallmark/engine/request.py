@@ -19,6 +19,7 @@ import numpy as np
 
 from hallmark.backends.base import AdapterSet
 from hallmark.engine.detokenize import TextStream
+from hallmark.engine.rails import HumanClaimRail
 from hallmark.engine.results import (
     GenerationResult,
     StopReason,
@@ -77,6 +78,8 @@ class Request:
     watermark: Scheme | None = None  # the model's scheme; used when `watermark_applies`
     adapters: AdapterSet = ()  # LoRA adapters to run with (ids from Backend.load_adapter)
     sink: Any = None  # where the submitter wants this request's chunks delivered (the server's queue)
+    human_claim_rail: bool = False  # rewrite first-person claims of being human (chat answers)
+    must_disclose: bool = False  # the user asked whether they talk to a machine: the answer says so
 
     # -- engine state -----------------------------------------------------------------------------
     status: RequestStatus = field(default=RequestStatus.WAITING, init=False)
@@ -92,7 +95,8 @@ class Request:
     def __post_init__(self) -> None:
         self.seed = self.params.seed if self.params.seed is not None else new_seed()
         self.sampler = Sampler(self.params, self.seed)
-        self.stream = TextStream(self.params.stop)
+        self.rail = HumanClaimRail(must_disclose=self.must_disclose) if self.human_claim_rail else None
+        self.stream = TextStream(self.params.stop, self.rail)
         self.watermarker = (
             SequenceWatermarker(self.watermark) if watermark_applies(self.watermark, self.params) else None
         )
@@ -205,6 +209,8 @@ class Request:
             stop_string=self.stream.stop_found,
             logprobs=self.logprobs,
             watermark=self._watermark_info(),
+            human_claims_replaced=self.rail.rewrites if self.rail is not None else 0,
+            disclosure_added=self.rail.disclosed if self.rail is not None else False,
         )
 
     def _watermark_info(self) -> WatermarkInfo:
@@ -221,4 +227,11 @@ class Request:
 
     def copy_with(self, params: SamplingParams) -> Request:
         """A fresh request for the same prompt, watermark and adapters with other sampling parameters."""
-        return Request(self.prompt_ids, params, self.watermark, self.adapters)
+        return Request(
+            self.prompt_ids,
+            params,
+            self.watermark,
+            self.adapters,
+            human_claim_rail=self.human_claim_rail,
+            must_disclose=self.must_disclose,
+        )

@@ -94,6 +94,8 @@ class GenerationResult:
     stop_string: str | None = None
     logprobs: list[TokenLogprob] | None = None
     watermark: WatermarkInfo | None = None
+    human_claims_replaced: int = 0  # claims of being human the rail rewrote (hallmark.engine.rails)
+    disclosure_added: bool = False  # the rail put "I'm an AI" before an answer to "are you human?"
 
     @property
     def completion_tokens(self) -> int:
@@ -115,6 +117,8 @@ class GenerationResult:
             "tokens": self.token_ids,
             "timings": self.timings.to_dict(),
             "watermark": self.watermark.to_dict() if self.watermark else None,
+            "human_claims_replaced": self.human_claims_replaced,
+            "disclosure_added": self.disclosure_added,
         }
         if self.logprobs is not None:
             out["logprobs"] = [asdict(lp) for lp in self.logprobs]

@@ -297,28 +297,51 @@ async def _write_refusal(
 
 
 def _detect(state: ServerState, body: DetectRequest) -> dict:
-    """Same answer as `hallmark detect`: a served model's tokenizer with the given spec (the served
-    model its tokenizer fingerprint names, unless `model` says), else that model's own spec."""
+    """Same answer as `hallmark detect`. With a spec: the served model its tokenizer fingerprint
+    names (unless `model` says) and that spec; with a model: its tokenizer and its own spec; with
+    neither: every served tokenizer x every served (scheme, key), the best match reported with its
+    p-value multiplied by their number (Bonferroni), as `hallmark detect` does with local keys."""
+    from dataclasses import replace
+
     from hallmark.watermark.api import detector_for
+    from hallmark.watermark.detect import MultiDetector
     from hallmark.watermark.keys import find_key
     from hallmark.watermark.spec import WatermarkSpec
 
     try:
-        engine = state.engine(body.model) if body.model else next(iter(state.engines.values()))
-        spec = WatermarkSpec.parse(body.spec) if body.spec else engine.model.watermark_spec
-        if body.spec and not body.model:
-            engine = next(
-                (e for e in state.engines.values() if e.model.fingerprint == spec.tokenizer), engine
-            )
-        if spec is None:
-            raise APIError(400, f"{engine.name} is served without a watermark; pass a spec", param="spec")
-        # reveal=False: a client learns neither the key store's path nor the names of its keys.
-        key = find_key(spec.key_id, reveal=False)
-        detector = detector_for(engine.model.tokenizer, engine.name, spec, key=key)
-        result = detector.detect(body.text, fpr=body.fpr, windowed=body.windowed)
+        engines = list(state.engines.values())
+        if body.spec or body.model:
+            engine = state.engine(body.model) if body.model else engines[0]
+            spec = WatermarkSpec.parse(body.spec) if body.spec else engine.model.watermark_spec
+            if body.spec and not body.model:
+                engine = next((e for e in engines if e.model.fingerprint == spec.tokenizer), engine)
+            if spec is None:
+                raise APIError(400, f"{engine.name} is served without a watermark; pass a spec", param="spec")
+            # reveal=False: a client learns neither the key store's path nor the names of its keys.
+            key = find_key(spec.key_id, reveal=False)
+            detectors = [detector_for(engine.model.tokenizer, engine.name, spec, key=key)]
+        else:
+            by_tokenizer: dict[str, Any] = {}
+            for e in engines:
+                by_tokenizer.setdefault(e.model.fingerprint, e)  # the first served model of each
+            served = {s.spec_id: s for e in engines if (s := e.model.watermark_spec) is not None}
+            if not served:
+                raise APIError(400, "no model here is served with a watermark; pass a spec", param="spec")
+            # One hypothesis per served tokenizer and served (scheme, key): a served model's own
+            # spec, and the other served keys and schemes on its tokenizer.
+            hypotheses = {
+                (fp, s.scheme, s.key_id, s.context_width, s.gamma, s.delta): (e, replace(s, tokenizer=fp))
+                for fp, e in by_tokenizer.items()
+                for s in served.values()
+            }
+            detectors = [
+                detector_for(e.model.tokenizer, e.name, spec, key=find_key(spec.key_id, reveal=False))
+                for e, spec in hypotheses.values()
+            ]
+        result = MultiDetector(detectors).detect(body.text, fpr=body.fpr, windowed=body.windowed)
     except HallmarkError as e:
         err = to_api_error(e)
         if isinstance(e, WatermarkSpecError) and body.spec:
             err.param = "spec"  # the spec the client sent is what is wrong
         raise err from e
-    return {"object": "watermark.detection", "model": engine.name, **result.to_dict()}
+    return {"object": "watermark.detection", **result.to_dict()}

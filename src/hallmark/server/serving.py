@@ -286,7 +286,14 @@ def final_provenance(info: dict[str, Any], results: list[GenerationResult | None
     choices = []
     for i, r in enumerate(results):
         if r is not None and r.watermark is not None:
-            choices.append({"index": i, **r.watermark.to_dict()})
+            choices.append(
+                {
+                    "index": i,
+                    **r.watermark.to_dict(),
+                    "human_claims_replaced": r.human_claims_replaced,
+                    "disclosure_added": r.disclosure_added,
+                }
+            )
     return {**info, "watermark": {**info["watermark"], "choices": choices}}
 
 

@@ -79,7 +79,7 @@ def request_for(model: Model, prompt: TaskPrompt, params: SamplingParams, max_to
         stop=tuple(params.stop) + prompt.stop,
     )
     if _uses_chat(model, prompt):
-        return model.chat_request(prompt.messages or [], p)
+        return model.chat_request(prompt.messages or [], p, conversation=False)
     assert prompt.text is not None
     return model.prompt_request(prompt.text, p)
 

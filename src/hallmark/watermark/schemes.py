@@ -83,7 +83,11 @@ class GumbelScheme(Scheme):
         seeds = context_seeds(sliding_window_view(tokens[:-1], w), self.k_ctx)
         targets = tokens[w:]
         u = pair_uniforms(seeds, targets, self.k_tok)
-        return TokenScores(np.arange(w, tokens.shape[0]), -np.log1p(-u), seeds)
+        # The pair's identity. Within a text the detector keeps each context's first occurrence
+        # only (so these are as distinct as the contexts); across texts (a batch, reference texts)
+        # the same context with another token is another pair, scored independently.
+        pairs = mix64(seeds ^ mix64(targets.astype(np.uint64)))
+        return TokenScores(np.arange(w, tokens.shape[0]), -np.log1p(-u), pairs)
 
     def p_value(self, total: float | np.ndarray, n: int) -> float | np.ndarray:
         if n <= 0:
