@@ -1,9 +1,10 @@
 """Statistical watermarks on sampled output, and their detection with an exact p-value.
 
 import hallmark
-result = hallmark.detect(text)                      # default model's tokenizer, default key
-result = hallmark.detect(text, spec="hm1-gumbel-w4-k...-t...")
-print(result.verdict, result.p_value, result.scored)
+result = hallmark.detect(text)                      # every installed tokenizer x local key x scheme
+result = hallmark.detect(text, spec="hm1-gumbel-w2-k...-t...")
+print(result.verdict, result.p_value, result.scored, result.model, result.hypotheses)
+results = hallmark.watermark.api.detect_many(texts)  # a batch: pairs shared by 2+ texts not scored
 
 The names below are imported on first use (PEP 562): the CLI reads `watermark.spec`'s constants
 to build its flags, and that must not import numpy and the detector.
@@ -21,6 +22,8 @@ _EXPORTS: dict[str, str] = {
     "WatermarkSpec": "hallmark.watermark.spec",
     "DetectionResult": "hallmark.watermark.detect",
     "Detector": "hallmark.watermark.detect",
+    "MultiDetector": "hallmark.watermark.detect",
+    "Tested": "hallmark.watermark.detect",
     "Span": "hallmark.watermark.detect",
     "Verdict": "hallmark.watermark.detect",
     "WatermarkKey": "hallmark.watermark.keys",

@@ -98,7 +98,7 @@ class DetectionResult:
     model: str | None = None  # the model whose tokenizer matched best (None: a bare tokenizer)
     hypotheses: int = 1  # how many (tokenizer, key, scheme) hypotheses were tested
     raw_p_value: float = 1.0  # the best match's own p-value, before the correction
-    excluded: int = 0  # distinct pairs left out as boilerplate (table, reference texts, batch)
+    excluded: int = 0  # distinct pairs left out as boilerplate (reference texts, shared in a batch)
     tested: list[Tested] = field(default_factory=list)  # every hypothesis, when more than one
 
     @property
