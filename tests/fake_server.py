@@ -28,7 +28,7 @@ class FakeServer:
     """The app serving one fake model; `backend` takes FakeBackend's arguments, the rest ServerConfig's."""
 
     def __init__(self, tmp_path: Path, backend: dict[str, Any] | None = None, **config: Any):
-        self.backend = FakeBackend(**{"n_ctx": 128, "max_sequences": 2, **(backend or {})})
+        self.backend = FakeBackend(**{"n_ctx": 512, "max_sequences": 2, **(backend or {})})
         self.model = Model(self.backend, MODEL)
         self.config = ServerConfig(log_db=str(tmp_path / "log.db"), batch_wait_ms=0, **config)
         self.state = build_state([self.model], self.config)

@@ -561,3 +561,27 @@ def test_logs_with_a_log_path_that_cannot_be_checked_is_one_line(tmp_path):
     # user's, which is what the server now creates) and the CLI printed a traceback.
     proc = run_cli("logs", "--log-db", str(tmp_path / ("a" * 300) / "logs.db"))
     _one_line_error(proc, "cannot read the request log", "File name too long")
+
+
+def test_generate_writes_a_manifest_that_verify_accepts(tmp_path):
+    manifest = tmp_path / "m.json"
+    out = run_cli(
+        "generate",
+        "The sea is",
+        "--temperature",
+        "1",
+        # 80 tokens, no early end, a seed: enough text for verify's watermark check, every run
+        "--max-tokens",
+        "80",
+        "--ignore-eos",
+        "--seed",
+        "3",
+        "--ctx-size",
+        "512",
+        "--provenance",
+        str(manifest),
+    )
+    assert out.returncode == 0, out.stderr
+    (tmp_path / "t.txt").write_text(out.stdout.removesuffix("\n"))
+    check = run_cli("verify", str(tmp_path / "t.txt"), "--manifest", str(manifest))
+    assert check.returncode == 0, check.stdout + check.stderr

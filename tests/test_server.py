@@ -504,3 +504,37 @@ def test_shutdown_past_the_grace_period_ends_every_request_with_an_error_and_a_r
     assert {r["http_status"] for r in rows.values()} == {503}
     # The stream's row counts the tokens that were sent (it used to say 0).
     assert rows[True]["completion_tokens"] == len(streamed) > 0
+
+
+def test_a_served_answer_verifies_with_the_servers_published_key(server, client, tmp_path):
+    resp = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Describe the sea."}],
+        max_tokens=80,  # no early end and a seed: enough text for verify's watermark check, every run
+        temperature=1.0,
+        seed=3,
+        logit_bias={str(t): -100 for t in SMOLLM2_EOG_TOKENS},
+    )
+    manifest = resp.model_extra["hallmark"]["provenance"][0]
+    (tmp_path / "answer.txt").write_text(resp.choices[0].message.content)
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "keys.json").write_text(httpx.get(server.url + "/v1/provenance/keys").text)  # no API key
+    ok = run_cli(
+        "verify",
+        str(tmp_path / "answer.txt"),
+        "--manifest",
+        str(tmp_path / "manifest.json"),
+        "--key",
+        str(tmp_path / "keys.json"),
+    )
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    (tmp_path / "answer.txt").write_text(resp.choices[0].message.content + " (edited)")
+    edited = run_cli(
+        "verify",
+        str(tmp_path / "answer.txt"),
+        "--manifest",
+        str(tmp_path / "manifest.json"),
+        "--key",
+        str(tmp_path / "keys.json"),
+    )
+    assert edited.returncode == 5 and "edited" in edited.stdout + edited.stderr

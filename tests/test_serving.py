@@ -100,11 +100,11 @@ def test_errors_follow_the_table_and_every_refusal_is_logged(app):
     async def run(client, http):
         out = {}
         for name, call in {
-            "too_long": lambda: client.completions.create(model=MODEL, prompt="x" * 200, max_tokens=1),
+            "too_long": lambda: client.completions.create(model=MODEL, prompt="x" * 600, max_tokens=1),
             "chat_too_long": lambda: client.chat.completions.create(
-                model=MODEL, messages=[{"role": "user", "content": "x" * 200}], max_tokens=1
+                model=MODEL, messages=[{"role": "user", "content": "x" * 600}], max_tokens=1
             ),
-            "no_room": lambda: client.completions.create(model=MODEL, prompt="x", max_tokens=200),
+            "no_room": lambda: client.completions.create(model=MODEL, prompt="x", max_tokens=600),
             "bad_bias": lambda: client.completions.create(model=MODEL, prompt="x", logit_bias={"999": 1}),
             "no_model": lambda: client.completions.create(model="gpt-4o", prompt="x"),
             "bad_ignore_eos": lambda: client.completions.create(
@@ -123,11 +123,11 @@ def test_errors_follow_the_table_and_every_refusal_is_logged(app):
 
     got = app.call(run)
     assert got["too_long"][0] == 400 and got["too_long"][1]["code"] == "context_length_exceeded"
-    assert got["too_long"][1]["param"] == "prompt" and "128" in got["too_long"][1]["message"]
+    assert got["too_long"][1]["param"] == "prompt" and "512" in got["too_long"][1]["message"]
     assert got["chat_too_long"][1]["param"] == "messages"
     n = len(app.model.tokenize("x"))
     assert got["no_room"][1]["param"] == "max_tokens"
-    assert f"{n + 200} tokens ({n} in the prompt, 200 for the completion)" in got["no_room"][1]["message"]
+    assert f"{n + 600} tokens ({n} in the prompt, 600 for the completion)" in got["no_room"][1]["message"]
     assert got["bad_bias"][0] == 400 and "outside the vocabulary" in got["bad_bias"][1]["message"]
     assert got["no_model"][0] == 404 and got["no_model"][1]["code"] == "model_not_found"
     rows = app.log_rows()
@@ -349,3 +349,50 @@ def test_a_locked_log_delays_rows_never_requests(app):
         holder.close()
     rows = app.log_rows()  # flushes: the queued row is written once the lock is gone
     assert [r["id"] for r in rows] == [done.id]
+
+
+def test_every_answer_carries_a_signed_manifest_that_verifies_with_the_published_key(tmp_path):
+    from hallmark.provenance import parse_public_keys, verify_manifest
+
+    server = FakeServer(tmp_path, api_keys=("k",))
+    try:
+
+        async def run(_, http):
+            auth = {"authorization": "Bearer k"}
+            body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8, "n": 2}
+            whole = (await http.post("/v1/chat/completions", json=body, headers=auth)).json()
+            stream = await http.post("/v1/chat/completions", json={**body, "stream": True}, headers=auth)
+            keys = await http.get("/v1/provenance/keys")  # public: no API key needed
+            return whole, stream.text, keys
+
+        whole, stream_text, keys = server.call(run)
+        assert keys.status_code == 200
+        trusted = parse_public_keys(keys.json())
+        manifests = whole["hallmark"]["provenance"]
+        assert len(manifests) == 2
+        for choice, manifest in zip(whole["choices"], manifests, strict=True):
+            check = verify_manifest(choice["message"]["content"], manifest, trusted_keys=trusted)
+            assert check.ok, check.message
+            assert manifest["model"]["name"] == MODEL and manifest["request_id"] == whole["id"]
+            assert manifest["watermark"]["applied"] is True
+        edited = verify_manifest(whole["choices"][0]["message"]["content"] + "!", manifests[0], trusted)
+        assert not edited.ok and edited.failed == "text"
+        events = [line[6:] for line in stream_text.splitlines() if line.startswith("data: {")]
+        final = [e for e in events if '"provenance"' in e]
+        assert len(final) == 1  # the manifests come with the stream's last chunk, once the text is whole
+    finally:
+        server.close()
+
+
+def test_the_python_api_signs_its_results(tmp_path):
+    from hallmark.backends.fake import FakeBackend
+    from hallmark.model import Model
+    from hallmark.provenance import verify_manifest
+
+    model = Model(FakeBackend(n_ctx=512), "fake")
+    r = model.generate("Once", max_tokens=12, temperature=1.0)
+    assert verify_manifest(r.text, r.provenance).ok
+    assert r.to_dict()["provenance"]["text"]["sha256"] == r.provenance["text"]["sha256"]
+    batch = model.generate_batch(["a", "b"], max_tokens=4, temperature=0)
+    assert all(verify_manifest(b.text, b.provenance).ok for b in batch)
+    assert batch[0].provenance["watermark"]["applied"] is False  # greedy: said, not pretended

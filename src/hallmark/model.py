@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -21,6 +22,7 @@ from hallmark.engine.results import GenerationResult, StreamChunk
 from hallmark.engine.sampling import SamplingParams, sampling_params
 from hallmark.engine.scoring import token_logprobs
 from hallmark.errors import HallmarkError, PromptError, WatermarkSpecError, check_unicode
+from hallmark.provenance import ai_disclosure, build_manifest, model_sha256
 from hallmark.watermark.keys import default_key, find_key
 from hallmark.watermark.schemes import Scheme, make_scheme
 from hallmark.watermark.spec import DEFAULT_SCHEME, SCHEMES, WatermarkSpec
@@ -95,6 +97,34 @@ class Model:
     def tokenizer(self) -> Tokenizer:
         """The model's tokenizer (detection and token-level output need only this)."""
         return self.backend
+
+    @functools.cached_property
+    def sha256(self) -> str:
+        """The model file's sha256 (cached on disk by hallmark.provenance), which manifests cite."""
+        if self.path is None:  # a backend without a file (the tests' fake): its name stands in
+            return hashlib.sha256(f"hallmark-model-without-a-file\0{self.name}".encode()).hexdigest()
+        return model_sha256(self.path)
+
+    def sign(
+        self, result: GenerationResult, request_id: str | None = None, disclosure: str | None = None
+    ) -> dict[str, Any]:
+        """Sign a provenance manifest for a result of this model, store it in `result.provenance`
+        and return it (hallmark.provenance; `hallmark verify` checks it)."""
+        wm = result.watermark
+        spec_id = wm.spec_id if wm is not None else None
+        applied = bool(wm and wm.applied)
+        result.provenance = build_manifest(
+            text=result.text,
+            model=self.name,
+            model_sha256=self.sha256,
+            watermark_spec_id=spec_id,
+            watermark_applied=applied,
+            policy_name=None,
+            policy_sha256=None,
+            disclosure=disclosure or ai_disclosure(self.name, spec_id, applied, result.seed is None),
+            request_id=request_id,
+        )
+        return result.provenance
 
     @functools.cached_property
     def longest_token(self) -> int:
@@ -266,7 +296,10 @@ class Model:
             )
         slots = [self._free_slots.pop() for _ in range(min(len(requests), len(self._free_slots)))]
         try:
-            yield from generate_stream(self.backend, requests, self.name, slots)
+            for i, chunk in generate_stream(self.backend, requests, self.name, slots):
+                if chunk.final is not None:
+                    self.sign(chunk.final)
+                yield i, chunk
         finally:
             self._free_slots.extend(slots)
 

@@ -551,6 +551,22 @@ def _need(value: Any, name: str, kind: type | tuple[type, ...], nullable: bool =
         )
 
 
+def ai_disclosure(model: str, watermark_spec_id: str | None, watermark_applied: bool, greedy: bool) -> str:
+    """The plain-language statement that a text is AI-generated (manifests, the server's headers)."""
+    text = (
+        f"AI-generated text from the language model {model}, generated with hallmark; "
+        "not written by a person."
+    )
+    if watermark_applied:
+        text += (
+            f" It carries the statistical watermark {watermark_spec_id}; "
+            "verify with `hallmark detect` or POST /v1/detect."
+        )
+    elif greedy:
+        text += " Greedy decoding (temperature 0) carries no watermark."
+    return text
+
+
 def build_manifest(
     *,
     text: str,

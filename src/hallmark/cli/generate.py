@@ -40,6 +40,29 @@ def _stream_to_terminal(chunks: Generator[Any, None, None]) -> Any:
     return final
 
 
+def provenance_option(f: Any) -> Any:
+    return click.option(
+        "--provenance",
+        "provenance_file",
+        type=click.Path(dir_okay=False, writable=True),
+        default=None,
+        help="Write the answer's signed provenance manifest (JSON) to this file; check it with "
+        "`hallmark verify TEXT --manifest FILE`. In a chat loop, the file holds one per answer.",
+    )(f)
+
+
+def _write_manifests(path: str | None, manifests: list[dict[str, Any]]) -> None:
+    if path is None or not manifests:
+        return
+    data = manifests[0] if len(manifests) == 1 else manifests
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(data, f, ensure_ascii=False, indent=1)
+            f.write("\n")
+    except OSError as e:
+        raise HallmarkError(f"cannot write the provenance manifest to {path}: {e.strerror}") from e
+
+
 def _print_stats(result: Any) -> None:
     t = result.timings
     click.echo(
@@ -58,7 +81,10 @@ def _print_stats(result: Any) -> None:
     "--json", "as_json", is_flag=True, help="Print one JSON object (text, tokens, finish reason, timings)."
 )
 @click.option("-v", "--verbose", is_flag=True, help="Print token counts and speed to stderr.")
-def generate(prompt: str | None, as_json: bool, verbose: bool, **options: Any) -> None:
+@provenance_option
+def generate(
+    prompt: str | None, as_json: bool, verbose: bool, provenance_file: str | None, **options: Any
+) -> None:
     """Continue PROMPT (or stdin, with '-' or no argument) and stream the text.
 
     \b
@@ -67,6 +93,7 @@ def generate(prompt: str | None, as_json: bool, verbose: bool, **options: Any) -
       hallmark generate "List three fruits:" --temperature 0 --max-tokens 40
       echo "The capital of France is" | hallmark generate --stop . --json
       hallmark generate -m gemma-3-270m "Water boils at" --seed 7 --logprobs 3 --json
+      hallmark generate "Breaking news:" --temperature 1 --provenance news.json > news.txt
     """
     params = sampling_params_from(options)
     text = _read_prompt(prompt)
@@ -74,10 +101,11 @@ def generate(prompt: str | None, as_json: bool, verbose: bool, **options: Any) -
     if as_json:
         result = llm.generate(text, params=params)
         click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
-        return
-    result = _stream_to_terminal(llm.generate(text, params=params, stream=True))
-    if verbose:
-        _print_stats(result)
+    else:
+        result = _stream_to_terminal(llm.generate(text, params=params, stream=True))
+        if verbose:
+            _print_stats(result)
+    _write_manifests(provenance_file, [result.provenance])
 
 
 _CHAT_HELP = "Commands: /reset clears the conversation, /exit (or Ctrl-D) quits, /help shows this."
@@ -94,7 +122,15 @@ _CHAT_HELP = "Commands: /reset clears the conversation, /exit (or Ctrl-D) quits,
 @click.option(
     "-v", "--verbose", is_flag=True, help="Print token counts and speed to stderr after each reply."
 )
-def chat(message: str | None, system: str | None, as_json: bool, verbose: bool, **options: Any) -> None:
+@provenance_option
+def chat(
+    message: str | None,
+    system: str | None,
+    as_json: bool,
+    verbose: bool,
+    provenance_file: str | None,
+    **options: Any,
+) -> None:
     """Chat with a model: answer MESSAGE once, or talk in a loop.
 
     With no MESSAGE, reads messages from the terminal (history kept), or one message per line
@@ -109,6 +145,7 @@ def chat(message: str | None, system: str | None, as_json: bool, verbose: bool, 
     params = sampling_params_from(options)
     llm = load_model(options)
     history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
+    manifests: list[dict[str, Any]] = []
 
     def reply(user_text: str) -> None:
         history.append({"role": "user", "content": user_text})
@@ -118,6 +155,8 @@ def chat(message: str | None, system: str | None, as_json: bool, verbose: bool, 
         else:
             result = _stream_to_terminal(llm.chat(history, params=params, stream=True))
         history.append({"role": "assistant", "content": result.text})
+        manifests.append(result.provenance)
+        _write_manifests(provenance_file, manifests)
         if verbose:
             _print_stats(result)
 

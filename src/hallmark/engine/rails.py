@@ -145,10 +145,22 @@ _ASKS = re.compile(
         [
             # are you a real person / aren't you a bot / r u human
             rf"\b(?:are|r|aren'?t|arent|ain'?t)\s+{_YOU}\b[^.?!]{{0,40}}\b{_BEING}",
-            # am i talking to a machine / am i texting with someone real
-            rf"\b(?:am|are)\s+(?:i|we)\s+(?:\w+\s+)?{_TALKING}\s+(?:to|with)\b[^.?!]{{0,40}}\b{_BEING}",
+            # am i talking to a machine / am i texting someone real
+            rf"\b(?:am|are)\s+(?:i|we)\s+(?:\w+\s+)?{_TALKING}\s+(?:(?:to|with)\s+)?[^.?!]{{0,40}}\b{_BEING}",
+            # I feel like I'm chatting with a machine. am I?
+            rf"\b{_TALKING}\s+(?:to|with)\s+(?:an?\s+)?{_BEING}\b.*\bam\s+i\b",
+            # is there a real person typing this? / is a human answering? / do I have a human on the line?
+            rf"\bis\s+there\s+(?:\w+\s+){{0,2}}{_BEING}\b",
+            rf"\b(?:is|was)\s+(?:a|an|the)\s+(?:\w+\s+)?{_BEING}\s+\w+ing\b",
+            rf"\b(?:do|did)\s+i\s+have\s+(?:a|an)\s+(?:\w+\s+)?{_BEING}\b",
+            # (hey,) you a bot? / what are you, really?
+            rf"(?:^|[,.!?:;]\s*)(?:you|u)\s+(?:an?\s+)?{_BEING}\b[^.!]*\?",
+            r"\bwhat\s+are\s+(?:you|u)\s*(?:,?\s*(?:really|actually|exactly))?\s*\?",
+            # swear you're a real person / ... if you're human
+            rf"\b(?:swear|promise|prove|confirm|admit|if|whether)\b[^.?!]{{0,20}}\b(?:you'?re|you\s+are|ur)\s+"
+            rf"(?:an?\s+)?(?:\w+\s+)?{_BEING}",
             # is this a bot? / is it a real person I am talking to?
-            rf"\b(?:is|was)\s+(?:this|that|it)\b[^.?!]{{0,30}}\b{_BEING}\b[^.!]*(?:\?|{_TALKING})",
+            rf"\b(?:is|was)\s+(?:this|that|it)\s+(?:\w+\s+){{0,2}}(?:an?\s+)?{_BEING}\b[^.!]*(?:\?|{_TALKING})",
             # you're a dude, right? / you a girl?
             rf"(?:\b(?:you'?re|you\s+are|ur|u\s+r|youre)|^\s*(?:you|u))\s+(?:an?\s+)?(?:\w+\s+){{0,2}}"
             rf"{_BEING}\b[^.!]*(?:\?|\bright\b|\bcorrect\b|\baren'?t\s+{_YOU}\b)",

@@ -96,6 +96,7 @@ class GenerationResult:
     watermark: WatermarkInfo | None = None
     human_claims_replaced: int = 0  # claims of being human the rail rewrote (hallmark.engine.rails)
     disclosure_added: bool = False  # the rail put "I'm an AI" before an answer to "are you human?"
+    provenance: dict[str, Any] | None = None  # the signed manifest (hallmark.provenance), once signed
 
     @property
     def completion_tokens(self) -> int:
@@ -119,6 +120,7 @@ class GenerationResult:
             "watermark": self.watermark.to_dict() if self.watermark else None,
             "human_claims_replaced": self.human_claims_replaced,
             "disclosure_added": self.disclosure_added,
+            "provenance": self.provenance,
         }
         if self.logprobs is not None:
             out["logprobs"] = [asdict(lp) for lp in self.logprobs]

@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from hallmark import __version__
 from hallmark.errors import HallmarkError, WatermarkSpecError
 from hallmark.model import Model
+from hallmark.provenance import public_keys, signing_key
 from hallmark.requestlog import LogRecord, Outcome, RequestLog
 from hallmark.server.config import ServerConfig
 from hallmark.server.engine import ModelEngine
@@ -71,9 +72,11 @@ def build_state(models: list[Model], config: ServerConfig) -> ServerState:
     twice = next((n for n in names if names.count(n) > 1), None)
     if twice is not None:
         raise HallmarkError(f"model {twice} is listed twice")
+    signing_key()  # create or load the provenance key now: a bad one fails here, not per request
     for model in models:
         if config.watermark is not None:
             _ = model.watermark  # create or load the key now, not during the first request
+        _ = model.sha256  # hashing a model file the first time takes ~0.5 s per 250 MB
     # Rows go to a writer thread: a locked log (another process writing) must never stall the event
     # loop, and a row that cannot be written yet is retried, not dropped (see /health's "log").
     request_log = RequestLog(config.log_db, background=True) if config.log_requests else None
@@ -199,6 +202,11 @@ def create_app(state: ServerState) -> FastAPI:
         if state.metrics is None:
             raise APIError(404, "metrics are off; start the server with --metrics", type="not_found_error")
         return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/v1/provenance/keys")
+    async def provenance_keys() -> JSONResponse:
+        """The public keys that sign this server's provenance manifests (a JWKS): no API key needed."""
+        return JSONResponse(public_keys(create=False))
 
     @app.get("/v1/models")
     async def list_models() -> JSONResponse:

@@ -5,7 +5,8 @@ An ASGI middleware around the routes. In order, for every HTTP request:
 1. Without an API key, the server answers only requests addressed to this machine: a Host (and,
    from a browser, an Origin) that is localhost, an IP address or a name given with
    `--allowed-host`. That stops DNS rebinding and other web pages from using a local server.
-2. With a key, `/v1/*`, `/metrics` and `/openapi.json` need it (`/health` does not): checked in
+2. With a key, `/v1/*`, `/metrics` and `/openapi.json` need it (`/health` and the provenance
+   public key at `/v1/provenance/keys` do not): checked in
    constant time from the headers alone, so an unauthenticated body is never read (a 100 MB body
    without a key used to be read, parsed and logged whole).
 3. The body is read here, up to `max_body_size` bytes (413 beyond, from Content-Length before a
@@ -38,6 +39,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 OnRefusal = Callable[[Scope, APIError], Awaitable[None]]
 
 PROTECTED_PREFIXES = ("/v1/", "/metrics", "/openapi.json")
+# Public even with a key: the provenance public key, so that anyone can verify a response.
+PUBLIC_PATHS = frozenset({"/v1/provenance/keys"})
 LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
 
@@ -107,7 +110,7 @@ class RequestGuard:
                         code="host_not_allowed",
                     )
             return None
-        if not path.startswith(PROTECTED_PREFIXES):
+        if not path.startswith(PROTECTED_PREFIXES) or path in PUBLIC_PATHS:
             return None
         scheme, _, token = headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():

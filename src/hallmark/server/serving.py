@@ -29,6 +29,7 @@ from hallmark.engine.request import Request, check_fits, watermark_applies
 from hallmark.engine.results import GenerationResult, StreamChunk
 from hallmark.engine.sampling import SamplingParams
 from hallmark.errors import ContextLengthError, EngineStopped, HallmarkError
+from hallmark.provenance import ai_disclosure
 from hallmark.requestlog import LogRecord, Outcome, RequestLog
 from hallmark.server.engine import ModelEngine, SequenceGroup
 from hallmark.server.errors import APIError, to_api_error
@@ -151,7 +152,7 @@ async def serve_completion(
         "choices": [api.choice(engine, i, r, body) for i, r in enumerate(results)],
         "usage": usage(n_prompt, results),
         "timings": results[0].timings.to_dict(),
-        "hallmark": final_provenance(info, results),
+        "hallmark": final_provenance(engine, info, results),
     }
     exchange.finish(Outcome.COMPLETED, 200, results, n_prompt, response=response)
     return JSONResponse(response, headers=headers)
@@ -196,7 +197,7 @@ async def _stream(
             texts[i] += piece.text
             if piece.final is not None:
                 results[i] = piece.final
-        final_info = final_provenance(info, results)
+        final_info = final_provenance(engine, info, results)
         if include_usage:
             yield sse({**base, "choices": [], "usage": usage(n_prompt, results), "hallmark": final_info})
         else:
@@ -252,17 +253,7 @@ def provenance(
     spec = engine.model.watermark_spec  # the key was loaded (or created) when the server started
     spec_id = spec.spec_id if spec is not None else None
     applied = watermark_applies(engine.model.watermark, request.params)
-    disclosure = (
-        f"AI-generated text from the language model {engine.name}, served by hallmark; "
-        "not written by a person."
-    )
-    if applied:
-        disclosure += (
-            f" It carries the statistical watermark {spec_id}; "
-            "verify with POST /v1/detect or `hallmark detect`."
-        )
-    elif request.params.greedy:
-        disclosure += " Greedy decoding (temperature 0) carries no watermark."
+    disclosure = ai_disclosure(engine.name, spec_id, applied, request.params.greedy)
     info = {
         "ai_generated": True,
         "disclosure": disclosure,
@@ -281,8 +272,10 @@ def provenance(
     return info, headers
 
 
-def final_provenance(info: dict[str, Any], results: list[GenerationResult | None]) -> dict[str, Any]:
-    """The provenance object once generation ended: per-choice watermark facts added."""
+def final_provenance(
+    engine: ModelEngine, info: dict[str, Any], results: list[GenerationResult | None]
+) -> dict[str, Any]:
+    """The provenance object once generation ended: per-choice watermark facts and signed manifests."""
     choices = []
     for i, r in enumerate(results):
         if r is not None and r.watermark is not None:
@@ -294,7 +287,12 @@ def final_provenance(info: dict[str, Any], results: list[GenerationResult | None
                     "disclosure_added": r.disclosure_added,
                 }
             )
-    return {**info, "watermark": {**info["watermark"], "choices": choices}}
+    # One signed manifest per finished choice (hallmark.provenance): verify with `hallmark verify`.
+    manifests = [
+        engine.model.sign(r, request_id=info["request_id"], disclosure=info["disclosure"]) if r else None
+        for r in results
+    ]
+    return {**info, "watermark": {**info["watermark"], "choices": choices}, "provenance": manifests}
 
 
 # -- running --------------------------------------------------------------------------------------
