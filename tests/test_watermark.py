@@ -14,6 +14,7 @@ from hallmark.engine.sampling import SamplingParams
 from hallmark.errors import DetectionError, WatermarkKeyError, WatermarkSpecError
 from hallmark.watermark import Detector, SequenceWatermarker, WatermarkKey, WatermarkSpec, make_scheme
 from hallmark.watermark.keys import find_key, list_keys, new_key
+from hallmark.watermark.spec import SCHEMES
 from tests.conftest import run_cli
 from tests.human_text import human_passages
 
@@ -388,3 +389,230 @@ def test_well_formed_specs_still_parse():
     assert WatermarkSpec.parse(_spec_json(_KGW, gamma=0.5, delta=1)).delta == 1
     spec = WatermarkSpec.create("kgw", "0e92caa512ae", "ade6dc1a204a04a9", gamma=0.5)
     assert WatermarkSpec.parse(" " + spec.to_json()) == WatermarkSpec.parse(spec.spec_id + "\n") == spec
+
+
+# -- detection without the model's name (every hypothesis), and boilerplate -------------------------
+def _env_secret(i: int) -> str:
+    """$HALLMARK_WATERMARK_KEY whose secret is _key(i)'s (a passphrase is used as its bytes)."""
+    return _key(i).secret.decode()
+
+
+@pytest.fixture()
+def only_key0(tmp_path, monkeypatch):
+    """An empty key store and $HALLMARK_WATERMARK_KEY = key 0: the local keys are key 0 alone."""
+    monkeypatch.setenv("HALLMARK_CONFIG_DIR", str(tmp_path))
+    monkeypatch.setenv("HALLMARK_WATERMARK_KEY", _env_secret(0))
+    from hallmark.watermark.keys import env_key
+
+    assert env_key().key_id == _key(0).key_id
+
+
+@pytest.fixture(scope="module")
+def gemma_text(gemma):
+    """A gumbel-watermarked gemma-3-270m text under key 0 (temperature 1.0, 120 tokens)."""
+    saved = gemma._watermark
+    gemma._watermark = make_scheme(
+        WatermarkSpec.create("gumbel", _key(0).key_id, gemma.fingerprint), _key(0).secret
+    )
+    try:
+        result = gemma.generate(PROMPTS[1], temperature=1.0, max_tokens=120, seed=3, ignore_eos=True)
+    finally:
+        gemma._watermark = saved
+    assert result.watermark.applied
+    return result.text, result.watermark.spec_id
+
+
+def test_gemma_text_is_detected_without_naming_the_model(gemma_text, only_key0):
+    text, spec_id = gemma_text
+    # Before: detection used the default model's tokenizer (smollm2's) and found nothing.
+    assert not hallmark.detect(text, model="smollm2-135m-instruct", scheme="gumbel").watermarked
+    found = hallmark.detect(text)
+    # 2 installed tokenizers x 1 key x 2 schemes, the best match corrected for all 4.
+    assert found.hypotheses == 4 and len(found.tested) == 4
+    assert found.watermarked and found.model == "gemma-3-270m" and found.spec_id == spec_id, found.message
+    assert found.p_value == pytest.approx(min(1.0, 4 * found.raw_p_value)) and found.p_value < 1e-6
+    assert found.raw_p_value == min(t.p_value for t in found.tested)
+    assert "best of 4 hypotheses" in found.message and "gemma-3-270m" in found.message
+    assert json.loads(json.dumps(found.to_dict()))["tested"][0]["spec_id"].startswith("hm1-")
+    # Naming the model, the key or the scheme narrows the hypotheses; a spec names one.
+    assert hallmark.detect(text, model="gemma-3-270m").hypotheses == 2
+    assert hallmark.detect(text, scheme="gumbel").hypotheses == 2
+    by_spec = hallmark.detect(text, spec=spec_id)
+    assert by_spec.hypotheses == 1 and by_spec.tested == [] and by_spec.p_value == by_spec.raw_p_value
+    assert by_spec.raw_p_value == found.raw_p_value  # the old spec id detects as it always did
+    # The CLI says the same, and which model matched.
+    proc = run_cli("detect", "-", stdin=text, env={"HALLMARK_WATERMARK_KEY": _env_secret(0)})
+    assert proc.returncode == 0, proc.stderr
+    assert "watermarked" in proc.stdout and "gemma-3-270m" in proc.stdout and "x 4 hypotheses" in proc.stdout
+
+
+@pytest.mark.parametrize("scheme", ["gumbel", "kgw"])
+def test_smollm2_text_is_detected_without_naming_the_model(generations, scheme, only_key0):
+    model, results = generations[scheme]
+    fpr = 1e-3 if scheme == "gumbel" else 2e-2  # kgw needs more tokens for the same p (see above)
+    for r in results:
+        found = hallmark.detect(r.text, fpr=fpr)
+        assert found.watermarked, found.message
+        assert found.model == "smollm2-135m-instruct" and found.spec_id == r.watermark.spec_id
+
+
+def test_human_p_values_under_every_hypothesis_are_at_least_uniform(smollm2, gemma):
+    """m = 2 tokenizers x 2 keys x 2 schemes: the corrected best p-value is conservative."""
+    from hallmark.watermark.detect import MultiDetector
+
+    multi = MultiDetector(
+        [
+            _detector(model, scheme, _key(i))
+            for model in (smollm2, gemma)
+            for i in (1, 2)
+            for scheme in SCHEMES
+        ]
+    )
+    p = np.array([multi.detect(t, windowed=False).p_value for t in human_passages()])
+    assert p.size >= 200
+    for alpha in (0.01, 0.05, 0.1, 0.25, 0.5):
+        assert np.mean(p <= alpha) <= alpha + 2.5 * np.sqrt(alpha * (1 - alpha) / p.size), alpha
+
+
+LETTER = (
+    "Dear Sir or Madam,\n\nI am writing to you regarding the following matter.\n\n",
+    "\n\nYours faithfully,\nJ. Smith",
+)
+
+
+def _letters(n: int = 200) -> list[str]:
+    """Human texts in one template: a letter head and foot around 80 words of a docstring."""
+    head, foot = LETTER
+    return [head + " ".join(t.split()[:80]) + foot for t in human_passages()[:n]]
+
+
+def test_templated_human_texts_are_flagged_at_the_nominal_rate_when_tested_as_a_batch(smollm2):
+    """For one key, texts that share boilerplate share its scores: one at a time, a family of
+    letters is flagged far above the nominal rate for some keys; tested together (the pairs two
+    or more of them share left out) every key stays within binomial noise of nominal."""
+    from hallmark.watermark.detect import MultiDetector
+
+    letters = _letters()
+    tokens = [_detector(smollm2, "gumbel", _key(0)).tokenize(t) for t in letters]
+    alone_worst = {0.01: 0.0, 0.05: 0.0}
+    for i in range(12):
+        det = _detector(smollm2, "gumbel", _key(i))
+        alone = np.array(
+            [det.scheme.p_value(float(s.sum()), s.size) for _, s, _ in map(det.scored_tokens, tokens)]
+        )
+        batch = MultiDetector([det]).detect_many(letters, windowed=False)
+        assert all(r.excluded > 0 for r in batch)  # the head and foot at least
+        together = np.array([r.p_value for r in batch])
+        for alpha in alone_worst:
+            bound = stats.binom.isf(0.001, len(letters), alpha) / len(letters)  # P(rate > bound) <= 0.1%
+            assert np.mean(together < alpha) <= bound, (i, alpha)
+            alone_worst[alpha] = max(alone_worst[alpha], float(np.mean(alone < alpha)))
+    # One at a time (the old detector): key 5 flags 5% of the letters at 1% and 20% at 5%.
+    for alpha, worst in alone_worst.items():
+        assert worst > stats.binom.isf(0.001, len(letters), alpha) / len(letters), (alpha, worst)
+
+
+def test_reference_text_leaves_its_pairs_out(smollm2):
+    from hallmark.watermark.detect import MultiDetector
+
+    det = MultiDetector([_detector(smollm2, "gumbel", _key(5))])
+    head, foot = LETTER
+    letter = _letters(1)[0]
+    plain = det.detect(letter)
+    with_reference = det.detect(letter, reference=[head + foot])
+    assert plain.excluded == 0 and with_reference.excluded >= 10
+    assert with_reference.scored == plain.scored - with_reference.excluded
+
+
+def test_watermarked_text_keeps_its_detection_inside_a_template_batch(generations):
+    """A watermarked body inside the template, tested with the family's human letters."""
+    from hallmark.watermark.detect import MultiDetector
+
+    head, foot = LETTER
+    for model, results in generations.values():
+        det = MultiDetector([_detector(model, s, _key(k)) for s in SCHEMES for k in (0, 1)])
+        marked = [head + r.text + foot for r in results]
+        found = det.detect_many(marked + _letters(60), windowed=False, fpr=1e-2)
+        assert all(r.watermarked and r.spec_id == results[0].watermark.spec_id for r in found[: len(marked)])
+        assert sum(r.watermarked for r in found[len(marked) :]) <= 2
+
+
+def test_detect_cli_tests_several_files_as_a_batch(tmp_path, only_key0):
+    paths = []
+    for i, letter in enumerate(_letters(3)):
+        paths.append(tmp_path / f"letter{i}.txt")
+        paths[-1].write_text(letter)
+    head, foot = LETTER
+    (tmp_path / "template.txt").write_text(head + foot)
+    env = {"HALLMARK_WATERMARK_KEY": _env_secret(0)}
+    proc = run_cli("detect", *map(str, paths), "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["file"] for r in rows] == list(map(str, paths))
+    assert all(r["hypotheses"] == 4 and r["excluded"] > 0 and r["verdict"] != "watermarked" for r in rows)
+    kept = run_cli("detect", str(paths[0]), "--json", "--scheme", "gumbel", env=env)
+    ref = run_cli(
+        "detect",
+        str(paths[0]),
+        "--json",
+        "--scheme",
+        "gumbel",
+        "--reference",
+        str(tmp_path / "template.txt"),
+        env=env,
+    )
+    assert json.loads(kept.stdout)["excluded"] == 0 and json.loads(ref.stdout)["excluded"] > 0
+    text = run_cli("detect", *map(str, paths[:2]), env=env)
+    assert f"{paths[1]}:" in text.stdout and "left out as boilerplate" in text.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--spec", "hm1-gumbel-w2.5-kabc-tabc"), "not a watermark spec id"),
+        (("--reference", "/nonexistent/template.txt"), "cannot read /nonexistent/template.txt"),
+        (("--model", "no-such-model"), "no-such-model"),
+    ],
+)
+def test_bad_detect_input_is_one_line(args, message, only_key0):
+    proc = run_cli(
+        "detect", "-", *args, stdin="Some text to test.", env={"HALLMARK_WATERMARK_KEY": _env_secret(0)}
+    )
+    assert proc.returncode != 0 and message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_no_local_key_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HALLMARK_CONFIG_DIR", str(tmp_path))
+    monkeypatch.delenv("HALLMARK_WATERMARK_KEY", raising=False)
+    with pytest.raises(WatermarkKeyError, match="no watermark key here"):
+        hallmark.detect("Some text to test for a watermark.")
+    with pytest.raises(WatermarkSpecError, match="unknown watermark scheme"):
+        hallmark.detect("Some text to test.", scheme="rot13")
+
+
+def test_server_detect_tests_every_served_tokenizer(smollm2, gemma, gemma_text, only_key0):
+    """/v1/detect with neither model nor spec: each served tokenizer x each served (scheme, key)."""
+    from types import SimpleNamespace
+
+    from hallmark.server.app import _detect
+    from hallmark.server.protocol import DetectRequest
+    from hallmark.watermark.keys import env_key
+
+    def engine(name, model, scheme):
+        spec = WatermarkSpec.create(scheme, env_key().key_id, model.fingerprint)
+        served = SimpleNamespace(
+            tokenizer=model.tokenizer, fingerprint=model.fingerprint, watermark_spec=spec
+        )
+        return SimpleNamespace(name=name, model=served)
+
+    engines = {"small": engine("small", smollm2, "gumbel"), "gemma": engine("gemma", gemma, "gumbel")}
+    state = SimpleNamespace(engines=engines, engine=engines.__getitem__)
+    text, spec_id = gemma_text
+    found = _detect(state, DetectRequest(text=text))
+    assert found["hypotheses"] == 2 and found["model"] == "gemma" and found["spec_id"] == spec_id
+    assert found["verdict"] == "watermarked" and found["p_value"] == pytest.approx(2 * found["raw_p_value"])
+    named = _detect(state, DetectRequest(text=text, model="gemma"))
+    assert named["hypotheses"] == 1 and named["p_value"] == found["raw_p_value"]
+    engines["gemma"] = engine("gemma", gemma, "kgw")  # two served schemes: 2 tokenizers x 2 schemes
+    assert _detect(state, DetectRequest(text=text))["hypotheses"] == 4
