@@ -164,7 +164,7 @@ def test_a_log_from_a_newer_hallmark_is_refused_untouched(tmp_path):
 
 def test_status_is_a_str_enum_and_plain_strings_are_accepted(tmp_path):
     assert Outcome("cancelled") is Outcome.CANCELLED
-    assert [s.value for s in Outcome] == ["completed", "error", "cancelled"]
+    assert [s.value for s in Outcome] == ["completed", "error", "cancelled", "refused"]
     record = LogRecord(id="x1", endpoint="/v1/completions", status="cancelled", http_status=499)
     assert record.status is Outcome.CANCELLED and record.status == "cancelled"
     assert LogRecord(id="x2", endpoint="/v1/completions").status is Outcome.COMPLETED
@@ -375,3 +375,32 @@ def test_a_row_beyond_max_pending_is_counted_at_once_not_queued(tmp_path):
         _release(holder)
     assert log.close(timeout=30)
     assert _ids_in_order(path) == ["req-0", "req-1"]
+
+
+def test_migration_two_adds_the_policy_column_to_an_old_log(tmp_path):
+    path = tmp_path / "v1.db"
+    db = sqlite3.connect(path)
+    db.executescript(V1_SCHEMA)
+    db.execute(
+        "INSERT INTO requests (id, created, endpoint, status, http_status) "
+        "VALUES ('old', 1.0, '/v1/x', 'completed', 200)"
+    )
+    db.commit()
+    db.close()
+    log = RequestLog(path)
+    try:
+        log.write(
+            LogRecord(
+                id="new",
+                endpoint="/v1/completions",
+                status="refused",
+                http_status=400,
+                policy={"action": "refuse", "category": "disinformation", "score": 0.97},
+            )
+        )
+        old, new = log.get("old"), log.get("new")
+        assert old["policy"] is None and old["status"] == "completed"  # the old row kept, column added
+        assert new["policy"]["category"] == "disinformation" and new["status"] == "refused"
+        assert schema_version(log._db) == len(MIGRATIONS) == 2
+    finally:
+        log.close()

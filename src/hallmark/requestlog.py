@@ -54,6 +54,7 @@ class Outcome(enum.StrEnum):
     COMPLETED = "completed"
     ERROR = "error"
     CANCELLED = "cancelled"
+    REFUSED = "refused"  # the request policy refused it (hallmark.policy)
 
 
 # -- schema migrations ------------------------------------------------------------------------------
@@ -90,7 +91,12 @@ CREATE TABLE IF NOT EXISTS requests (
 
 # Applied in order; a log that has had the first N steps has user_version N. Append new steps at the
 # end and never change or remove one that has shipped: logs in the wild have already run it.
-MIGRATIONS: list[Migration] = [_m001_requests]
+def _m002_policy(db: sqlite3.Connection) -> None:
+    """The request policy's decision for each request (hallmark.policy), as JSON."""
+    db.execute("ALTER TABLE requests ADD COLUMN policy TEXT")
+
+
+MIGRATIONS: list[Migration] = [_m001_requests, _m002_policy]
 
 
 def schema_version(db: sqlite3.Connection) -> int:
@@ -149,7 +155,9 @@ COLUMNS = (
     "timings",
     "watermark_spec",
     "error",
+    "policy",
 )
+JSON_COLUMNS = ("params", "response", "timings", "policy")  # stored as JSON text
 
 
 def default_path() -> Path:
@@ -179,6 +187,7 @@ class LogRecord:
     timings: list[dict[str, Any]] | None = None
     watermark_spec: str | None = None
     error: str | None = None
+    policy: dict[str, Any] | None = None  # the request policy's decision (hallmark.policy)
 
     def __post_init__(self) -> None:
         # Callers (the server) may pass plain strings; an unknown one is a bug, so ValueError.
@@ -187,7 +196,7 @@ class LogRecord:
     def row(self) -> tuple[Any, ...]:
         d = asdict(self)
         d["status"] = self.status.value  # the plain string, whatever sqlite3 makes of str subclasses
-        for k in ("params", "response", "timings"):
+        for k in JSON_COLUMNS:
             if d[k] is not None:
                 d[k] = json.dumps(d[k], ensure_ascii=False)
         return tuple(d[c] for c in COLUMNS)
@@ -435,7 +444,7 @@ class RequestLog:
 
 def _decode(row: sqlite3.Row) -> dict[str, Any]:
     d = dict(row)
-    for k in ("params", "response", "timings"):
+    for k in JSON_COLUMNS:
         if d.get(k):
             d[k] = json.loads(d[k])
     return d
