@@ -473,6 +473,94 @@ def watermark_context_table(res: Result) -> str:
     return "\n".join(lines) + "\n"
 
 
+# -- detection without the model's name, and boilerplate (bench/detect_any.py) ---------------------
+_CONDITION_NAMES = {
+    "none": "none (the old detector)",
+    "table": "frequent n-gram table (not shipped)",
+    "reference": "the template as `--reference`",
+    "batch": "batch: pairs shared by 2+ texts left out",
+}
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.1f}%"
+
+
+def detect_any_table(res: Result) -> str:
+    """Human FPR with every hypothesis, FPR of template families per exclusion design, and TPR."""
+    h, fam, tpr = res["human"], res["families"], res["tpr"]
+    lines = [
+        f"**Human text, every hypothesis.** {h['texts']} human texts (BBC news, XSum and WritingPrompts "
+        f"originals) tested under {h['hypotheses']} hypotheses (2 tokenizers x 2 keys x 2 schemes), the "
+        "best match's p-value multiplied by their number:",
+        "",
+        "| p-value | flagged at 0.1% | at 1% | at 5% |",
+        "|---|---:|---:|---:|",
+    ]
+    for label, key in (
+        (f"best of {h['hypotheses']}, corrected (what `detect` reports)", "fpr_all_hypotheses"),
+        (f"best of {h['hypotheses']}, uncorrected (for comparison)", "fpr_all_uncorrected"),
+        ("one hypothesis (the default model, one key, gumbel)", "fpr_one_hypothesis"),
+    ):
+        r = h[key]
+        lines.append(f"| {label} | {_percent(r['0.001'])} | {_percent(r['0.01'])} | {_percent(r['0.05'])} |")
+    summary = fam["summary"]
+    n_cells = summary["none"]["0.01"]["cells"]
+    lines += [
+        "",
+        f"**Templated human text.** {len(fam['templates'])} templates x {fam['per_family']} human texts "
+        f"each, under each of 2 tokenizers x 2 schemes x {fam['keys']} keys on its own ({n_cells} cells: "
+        "a checker has one key). *over* counts the cells whose rate is above nominal by more than "
+        "binomial noise allows (1% of cells would be by chance); *spread* is the cells' standard "
+        "deviation over the binomial one (1: as independent as texts under random keys).",
+        "",
+        "| pairs left out | FPR at 1%: mean | max | over | spread | FPR at 5%: mean | max | over | spread |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c, name in _CONDITION_NAMES.items():
+        cols = []
+        for a in ("0.01", "0.05"):
+            r = summary[c][a]
+            cols += [_percent(r["mean"]), _percent(r["max"])]
+            cols += [f"{r['over']}/{r['cells']}", f"{r['spread']:.1f}"]
+        lines.append(f"| {name} | " + " | ".join(cols) + " |")
+    lines += [
+        "",
+        "Worst cell per template at 5% (of its tokenizers, schemes and keys):",
+        "",
+        "| template | " + " | ".join(_CONDITION_NAMES) + " |",
+        "|---|" + "---:|" * len(_CONDITION_NAMES),
+    ]
+    for t in fam["templates"]:
+        lines.append(
+            f"| {t} | "
+            + " | ".join(_percent(summary[c]["0.05"]["per_family_max"][t]) for c in _CONDITION_NAMES)
+            + " |"
+        )
+    lines += [
+        "",
+        f"**Watermarked text.** {tpr['rows'][0]['texts']} generations per row, "
+        f"{res['settings']['tokens']} tokens at temperature {res['settings']['temperature']}; share detected "
+        f"at fpr 0.1% (the default). *before*: the old `hallmark detect` with no flags (the default model's "
+        f"tokenizer, gumbel); *after*: every hypothesis ({tpr['hypotheses']}), corrected; *in a template "
+        "batch*: each text inside a template, tested together with that template's human texts (whose "
+        "false-positive rate is the last column); *one batch*: all the row's texts together.",
+        "",
+        "| model | scheme | before | spec known | after | matched the right spec | in a template batch "
+        "| one batch | human texts flagged in those batches |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in tpr["rows"]:
+        lines.append(
+            f"| {r['model']} | {r['scheme']} | {r['before']['0.001']:.2f} | {r['spec_known']['0.001']:.2f} "
+            f"| {r['after']['0.001']:.2f} | {r['after_matched']:.2f} "
+            f"| {r['after_in_template_batch']['0.001']:.2f} "
+            f"| {r['after_all_in_one_batch']['0.001']:.2f} "
+            f"| {_percent(r['human_in_template_batch']['0.001'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 # -- registry --------------------------------------------------------------------------------------
 # Block name -> (result file stem under bench/results, renderer of that file's parsed JSON).
 BLOCKS: dict[str, tuple[str, Callable[[Result], str]]] = {
@@ -494,6 +582,7 @@ BLOCKS: dict[str, tuple[str, Callable[[Result], str]]] = {
     "watermark-run": ("watermark", watermark_run),
     "watermark-goals": ("watermark", watermark_goals),
     "watermark_context": ("watermark_context", watermark_context_table),
+    "detect_any": ("detect_any", detect_any_table),
 }
 
 # Result file stem -> the block whose text is bench/results/<stem>.md (what the script writes).
@@ -506,4 +595,5 @@ RESULT_TABLES = {
     "task_prompts": "task_prompts",
     "watermark": "watermark",
     "watermark_context": "watermark_context",
+    "detect_any": "detect_any",
 }
