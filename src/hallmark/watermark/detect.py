@@ -10,12 +10,13 @@ Boilerplate. The p-value is exact over random keys, but a checker has one key, a
 every text holding the same (context, token) pair gets the same score for it: texts that share
 boilerplate (a "Question: ... Answer:" frame, a letter head, a form) share those scores, and for
 an unlucky key a whole family of innocent texts drifts towards "watermarked" (12 templates x 150
-human texts, one key at a time: up to 34% flagged at fpr 5%, bench/results/detect_any.json). The
+human texts, one key at a time: up to 41% flagged at fpr 5%, bench/results/detect_any.json). The
 cure is to score only pairs particular to each text, so two sources of pairs are left out:
 - reference texts (`reference`: a blank template, say): every pair they hold;
 - a batch tested together (`MultiDetector.detect_many`): every pair found in two or more of its
   texts, so no two texts of the batch share a scored pair and, for the one key, their verdicts
-  are as independent as for random keys (every family back at the nominal rate, same file).
+  are as independent as for random keys (every family back within binomial noise of the nominal
+  rate, same file).
 Which pairs are left out depends on the texts' tokens only, never on their scores, so the p-value
 of what is scored stays exact; `excluded` counts the pairs left out. A shipped table of frequent
 n-grams was measured too and left out: a template's pairs are particular to its issuer, not
