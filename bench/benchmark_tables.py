@@ -561,8 +561,176 @@ def detect_any_table(res: Result) -> str:
     return "\n".join(lines) + "\n"
 
 
+# -- disclosure (bench/disclosure.py) --------------------------------------------------------------
+def _pct(cell: dict) -> str:
+    return "n/a" if cell.get("share") is None else f"{100 * cell['share']:.1f}% (n={cell['n']})"
+
+
+def disclosure_table(res: Result) -> str:
+    """Claims of being human and disclosures per model, rail off and on, from the same answers."""
+    choice = res.get("instruction_choice", {})
+    lines = [
+        f"{res['items']} conversations x {res['seeds']} seeds per model, temperature {res['temperature']}, "
+        f"{res['max_tokens']} tokens; instruction in the system prompt: `{choice.get('chosen', '?')}` "
+        "(chosen on a subset, below). Judged by the rail's own patterns.",
+        "",
+        "| model | rail | answers claiming to be human | sincere asks answered with a disclosure "
+        "| unprompted disclosures (hard negatives) | ambiguous asks disclosed | held-out sincere "
+        "| held-out negatives |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for model, m in res["models"].items():
+        for side in ("off", "on"):
+            s = m["scores"][side]
+            lines.append(
+                f"| {model} | {side} | {_pct(s['claims_human'])} | {_pct(s['sincere_disclosed'])} "
+                f"| {_pct(s['negative_disclosed'])} | {_pct(s['ambiguous_disclosed'])} "
+                f"| {_pct(s['heldout_sincere_disclosed'])} | {_pct(s['heldout_negative_disclosed'])} |"
+            )
+    levels = sorted(
+        {lv for m in res["models"].values() for lv in m["scores"]["on"]["pressure_levels"]}, key=int
+    )
+    if levels:
+        lines += [
+            "",
+            "Sincere asks disclosed under each pressure system prompt (level 1 = none, 10 = strongest), "
+            "rail on:",
+            "",
+            "| model | " + " | ".join(f"L{lv}" for lv in levels) + " |",
+            "|---|" + "---:|" * len(levels),
+        ]
+        for model, m in res["models"].items():
+            cells = [m["scores"]["on"]["pressure_levels"][lv] for lv in levels]
+            lines.append(
+                f"| {model} | "
+                + " | ".join("n/a" if c["share"] is None else f"{100 * c['share']:.0f}%" for c in cells)
+                + " |"
+            )
+    if choice.get("variants"):
+        lines += [
+            "",
+            f"Instruction choice on {choice['subset']} conversations, 1 seed, rail on: sincere disclosed "
+            "minus unprompted, summed over the models:",
+            "",
+            "| instruction | score |",
+            "|---|---:|",
+        ]
+        for name, v in choice["variants"].items():
+            lines.append(f"| {name} | {v['score']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 # -- registry --------------------------------------------------------------------------------------
 # Block name -> (result file stem under bench/results, renderer of that file's parsed JSON).
+
+
+# -- request policy (bench/policy.py) --------------------------------------------------------------
+POLICY_CATS = ("disinformation", "impersonation")
+POLICY_SETS = ("dev", "dev public", "hallmark held-out", "external")
+POLICY_GOALS_RECALL = 0.90
+POLICY_GOALS_FRR = 0.05
+POLICY_GOALS_P50_MS = 20.0
+
+
+def _prf(m: dict) -> str:
+    return f"{m['precision']:.2f} / {m['recall']:.2f} / **{m['f1']:.2f}**"
+
+
+def policy_table(results: Result) -> str:
+    """Per set: every system's P/R/F1 per category and false refusals; then latency; then training CV."""
+    systems = results["systems"]
+    lines: list[str] = []
+    for set_name in POLICY_SETS:
+        n = results["sets"].get(set_name)
+        if n is None:
+            continue
+        lines += [
+            f"**{set_name}** ({n} requests)",
+            "",
+            "| system | disinformation P / R / F1 | impersonation P / R / F1 | false refusals (benign) | "
+            "false refusals (borderline benign) | other harm flagged |",
+            "|---|---|---|---:|---:|---:|",
+        ]
+        for name, system in systems.items():
+            m = system["sets"].get(set_name)
+            if m is None:
+                continue
+            fr, fb, oh = m["false_refusals"], m["false_refusals_borderline"], m["other_harm_flagged"]
+            lines.append(
+                f"| {name} | {_prf(m['disinformation'])} | {_prf(m['impersonation'])} | "
+                f"{fr['rate']:.1%} of {fr['n']} | {fb['rate']:.1%} of {fb['n']} | "
+                f"{oh['rate']:.1%} of {oh['n']} |"
+            )
+        lines.append("")
+    lines += ["| system | latency p50 | latency p99 | requests timed |", "|---|---:|---:|---:|"]
+    for name, system in systems.items():
+        lat = system.get("latency")
+        if lat:
+            lines.append(f"| {name} | {lat['p50_ms']:.2f} ms | {lat['p99_ms']:.2f} ms | {lat['n']} |")
+    training = results.get("training")
+    if training:
+        lines += [
+            "",
+            "Cross-validation on the training split (5 folds, out-of-fold scores, the shipped thresholds "
+            f"{', '.join(f'{k} {v:.2f}' for k, v in training['thresholds'].items())}):",
+            "",
+            "| folds grouped by | rows | disinformation P / R / F1 | impersonation P / R / F1 | "
+            "false refusals |",
+            "|---|---|---|---|---:|",
+        ]
+        labels = {
+            "grouped": ("claim group", "all"),
+            "grouped_public_rows": ("claim group", "public rows only"),
+            "template_family": ("template family", "all"),
+        }
+        for key, m in training["cv"].items():
+            by, rows = labels.get(key, (key, "all"))
+            lines.append(
+                f"| {by} | {rows} | {_prf(m['disinformation'])} | {_prf(m['impersonation'])} | "
+                f"{m['false_refusal_rate']:.1%} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def policy_goals(results: Result) -> str:
+    """The policy's targets on the dev split, with the measured value and a verdict each."""
+    systems = results["systems"]
+    dev = systems["hallmark"]["sets"]["dev"]
+    lines = ["| goal (dev split) | measured | verdict |", "|---|---:|---|"]
+    for cat in POLICY_CATS:
+        r = dev[cat]["recall"]
+        ok = r >= POLICY_GOALS_RECALL
+        lines.append(f"| {cat} recall ≥ {POLICY_GOALS_RECALL:.2f} | {r:.2f} | {_verdict(ok)} |")
+    fr = dev["false_refusals"]["rate"]
+    lines.append(
+        f"| false refusals ≤ {POLICY_GOALS_FRR:.0%} of benign requests | {fr:.1%} | "
+        f"{_verdict(fr <= POLICY_GOALS_FRR)} |"
+    )
+    p50 = systems["hallmark"]["latency"]["p50_ms"]
+    lines.append(
+        f"| latency p50 ≤ {POLICY_GOALS_P50_MS:.0f} ms per request | {p50:.1f} ms | "
+        f"{_verdict(p50 <= POLICY_GOALS_P50_MS)} |"
+    )
+    baselines = [name for name in systems if name == "keywords" or name.startswith("self-check")]
+    for cat in POLICY_CATS:
+        ours = dev[cat]["f1"]
+        best = max((systems[b]["sets"]["dev"][cat]["f1"] for b in baselines), default=0.0)
+        lines.append(
+            f"| {cat} F1 above every baseline | {ours:.2f} vs {best:.2f} | {_verdict(ours > best)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def policy_run(results: Result) -> str:
+    """One line: when and where the policy benchmark was recorded."""
+    m = results["machine"]
+    return (
+        f"Recorded {results['date']} on {m['cpus']} CPUs (1-minute load average {m['load_average_1m']:.1f} "
+        f"at the end: the machine is shared), Python {m['python']}; policy `{results['policy']['name']}` "
+        f"{results['policy']['sha256'][:12]}.\n"
+    )
+
+
 BLOCKS: dict[str, tuple[str, Callable[[Result], str]]] = {
     "decode": ("decode", decode_table),
     "decode-run": ("decode", decode_run),
@@ -571,6 +739,7 @@ BLOCKS: dict[str, tuple[str, Callable[[Result], str]]] = {
     "serve-run": ("serve", serve_run),
     "serve-goals": ("serve", serve_goals),
     "serve_baseline": ("serve_baseline", serve_table),
+    "disclosure": ("disclosure", disclosure_table),
     "serve_baseline-run": ("serve_baseline", serve_run),
     "batch_agreement": ("batch_agreement", lambda res: batch_agreement_table(res["results"])),
     "batch_agreement-run": ("batch_agreement", batch_agreement_run),
@@ -583,6 +752,9 @@ BLOCKS: dict[str, tuple[str, Callable[[Result], str]]] = {
     "watermark-goals": ("watermark", watermark_goals),
     "watermark_context": ("watermark_context", watermark_context_table),
     "detect_any": ("detect_any", detect_any_table),
+    "policy": ("policy", policy_table),
+    "policy-goals": ("policy", policy_goals),
+    "policy-run": ("policy", policy_run),
 }
 
 # Result file stem -> the block whose text is bench/results/<stem>.md (what the script writes).
@@ -590,10 +762,12 @@ RESULT_TABLES = {
     "decode": "decode",
     "serve": "serve",
     "serve_baseline": "serve_baseline",
+    "disclosure": "disclosure",
     "batch_agreement": "batch_agreement",
     "tasks": "tasks",
     "task_prompts": "task_prompts",
     "watermark": "watermark",
     "watermark_context": "watermark_context",
     "detect_any": "detect_any",
+    "policy": "policy",
 }

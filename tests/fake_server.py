@@ -17,6 +17,7 @@ import openai
 
 from hallmark.backends.fake import FakeBackend
 from hallmark.model import Model
+from hallmark.policy import load_policy
 from hallmark.requestlog import RequestLog
 from hallmark.server.app import build_state, create_app
 from hallmark.server.config import ServerConfig
@@ -25,12 +26,15 @@ MODEL = "fake"
 
 
 class FakeServer:
-    """The app serving one fake model; `backend` takes FakeBackend's arguments, the rest ServerConfig's."""
+    """The app serving one fake model; `backend` takes FakeBackend's arguments, the rest ServerConfig's
+    (`policy`: the request policy the model screens with, none by default)."""
 
     def __init__(self, tmp_path: Path, backend: dict[str, Any] | None = None, **config: Any):
         self.backend = FakeBackend(**{"n_ctx": 512, "max_sequences": 2, **(backend or {})})
-        self.model = Model(self.backend, MODEL)
         self.config = ServerConfig(log_db=str(tmp_path / "log.db"), batch_wait_ms=0, **config)
+        # The request policy only when asked for (policy="default" or a file): most tests need none.
+        policy = load_policy(self.config.policy) if self.config.policy else None
+        self.model = Model(self.backend, MODEL, policy=policy)
         self.state = build_state([self.model], self.config)
         self.app = create_app(self.state)
 

@@ -22,6 +22,7 @@ BELOW_MODEL = (
     "hallmark.catalog",
     "hallmark.gguf_info",
     "hallmark.provenance",
+    "hallmark.policy",
 )
 
 # Layer (module prefix, most specific first) -> the hallmark modules it may import (prefixes).
@@ -33,6 +34,7 @@ ALLOWED: list[tuple[str, tuple[str, ...]]] = [
     ("hallmark.gguf_info", ("hallmark.backends", *LEAVES)),
     # `hallmark.__init__` for __version__ only (the manifest's "generator").
     ("hallmark.provenance", ("hallmark.watermark.keys", "hallmark.__init__", *LEAVES)),
+    ("hallmark.policy", ("hallmark.policy", *LEAVES)),
     ("hallmark.engine", ("hallmark.engine", "hallmark.backends.base", *WATERMARK, *LEAVES)),
     ("hallmark.model", BELOW_MODEL),
     ("hallmark.tasks", ("hallmark.tasks", "hallmark.model", *BELOW_MODEL)),

@@ -120,6 +120,9 @@ COMMANDS = [
     "verify",
     "provenance",
     "provenance key",
+    "policy",
+    "policy show",
+    "policy check",
     "serve",
     "logs",
     "translate",
@@ -282,6 +285,8 @@ SERVE_FLAGS = {  # today's flags and variables; renaming one breaks users' scrip
     # added with the server's hardening
     "--allowed-host": "HALLMARK_ALLOWED_HOST",
     "--max-body-size": "HALLMARK_MAX_BODY_SIZE",
+    # added with the request policy
+    "--policy": "HALLMARK_POLICY",
 }
 
 
@@ -411,10 +416,10 @@ def _cli_imports(path: Path) -> set[str]:
 
 def test_cli_modules_have_no_import_cycle():
     graph = {f"hallmark.cli.{p.stem}": _cli_imports(p) for p in CLI_DIR.glob("*.py")}
-    commands = {"generate", "models", "watermark", "server", "tasks"}
+    commands = {"generate", "models", "watermark", "server", "tasks", "provenance", "policy"}
     assert {f"hallmark.cli.{c}" for c in commands | {"main", "options", "__init__"}} == set(graph)
     for command in commands:
-        assert graph[f"hallmark.cli.{command}"] == {"hallmark.cli.options"}, command
+        assert graph[f"hallmark.cli.{command}"] <= {"hallmark.cli.options"}, command
     assert graph["hallmark.cli.options"] == set()
     assert graph["hallmark.cli.main"] == set()
 

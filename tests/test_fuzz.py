@@ -334,6 +334,10 @@ def check_error_body(payload: Any, where: str) -> None:
     assert error["code"] is None or isinstance(error["code"], str), f"{where}: code {error['code']!r}"
 
 
+# /v1/ endpoints that answer without the API key: the provenance public keys are for anyone.
+PUBLIC = {"/v1/provenance/keys"}
+
+
 def check_reply(
     served: Served, method: str, path: str, sent: str, reply: Reply, row_before: int, auth: Auth
 ) -> None:
@@ -347,8 +351,10 @@ def check_reply(
     assert not caught, (
         f"the server logged a traceback ({caught[0].getMessage()}, {caught[0].exc_info!r}): {where}"
     )
-    if auth.refused and path.startswith("/v1/"):
+    if auth.refused and path.startswith("/v1/") and path not in PUBLIC:
         assert reply.status == 401, f"not refused for want of the key: {where}"
+    if auth.refused and path in PUBLIC:
+        assert reply.status != 401, f"a public endpoint asked for the key: {where}"
     content_type = reply.headers.get("content-type", "")
     if reply.status >= 400:
         assert content_type.startswith("application/json"), f"an error that is not JSON: {where}"

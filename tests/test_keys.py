@@ -134,20 +134,21 @@ def test_a_config_dir_under_a_regular_file_is_a_one_line_error(tmp_path, monkeyp
 
 
 @pytest.mark.parametrize(
-    "command",
+    ("command", "store"),
     [
-        ["generate", "hi", "--max-tokens", "2", "--temperature", "1", "--ctx-size", "512"],
-        ["keys", "new"],
-        ["serve", "--port", "0", "--no-log", "--ctx-size", "512", "--parallel", "1"],
+        (["generate", "hi", "--max-tokens", "2", "--temperature", "1", "--ctx-size", "512"], "keys"),
+        (["keys", "new"], "keys"),
+        # The server makes its provenance signing key first, at startup (its public key is served).
+        (["serve", "--port", "0", "--no-log", "--ctx-size", "512", "--parallel", "1"], "provenance"),
     ],
 )
-def test_cli_with_a_config_dir_under_a_regular_file_is_a_one_line_error(tmp_path, command):
+def test_cli_with_a_config_dir_under_a_regular_file_is_a_one_line_error(tmp_path, command, store):
     # Before the fix: a NotADirectoryError traceback from mkdir (generate and serve create the
     # default key on the first watermarked generation / at startup).
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     proc = run_cli(*command, env={"HALLMARK_CONFIG_DIR": str(blocker / "sub")}, timeout=300)
-    _one_line_error(proc, "cannot create the key directory", str(blocker / "sub" / "keys"), "Not a directory")
+    _one_line_error(proc, "key directory", str(blocker / "sub" / store), "Not a directory")
 
 
 def test_an_unwritable_config_dir_is_a_one_line_error():

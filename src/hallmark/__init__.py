@@ -29,6 +29,9 @@ _EXPORTS: dict[str, str] = {
     "Model": "hallmark.model",
     "ModelFileError": "hallmark.errors",
     "ModelNotInstalledError": "hallmark.errors",
+    "Policy": "hallmark.policy",
+    "PolicyError": "hallmark.policy",
+    "PolicyViolation": "hallmark.policy",
     "PromptError": "hallmark.errors",
     "SamplingParams": "hallmark.engine.sampling",
     "StreamChunk": "hallmark.engine.results",
@@ -44,6 +47,7 @@ _EXPORTS: dict[str, str] = {
     "answer": "hallmark.tasks",
     "detect": "hallmark.watermark.api",
     "load": "hallmark.model",
+    "load_policy": "hallmark.policy",
     "summarize": "hallmark.tasks",
     "translate": "hallmark.tasks",
 }

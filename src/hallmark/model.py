@@ -22,6 +22,7 @@ from hallmark.engine.results import GenerationResult, StreamChunk
 from hallmark.engine.sampling import SamplingParams, sampling_params
 from hallmark.engine.scoring import token_logprobs
 from hallmark.errors import HallmarkError, PromptError, WatermarkSpecError, check_unicode
+from hallmark.policy import Policy, PolicyViolation, load_policy
 from hallmark.provenance import ai_disclosure, build_manifest, model_sha256
 from hallmark.watermark.keys import default_key, find_key
 from hallmark.watermark.schemes import Scheme, make_scheme
@@ -42,12 +43,15 @@ class Model:
         watermark: str | None = DEFAULT_SCHEME,
         watermark_key: str | None = None,
         disclosure: Disclosure = DEFAULT_DISCLOSURE,
+        policy: Policy | None = None,
     ):
-        """Wrap an open backend (`hallmark.load` opens one from a model name or file)."""
+        """Wrap an open backend (`hallmark.load` opens one from a model name or file, with the
+        default request policy; a Model built directly screens nothing unless given a policy)."""
         self.name = name
         self.path = path
         self.backend = backend
         self.disclosure = disclosure  # how chats say they come from an AI (hallmark.engine.rails)
+        self.policy = policy  # screens every request before generation (hallmark.policy)
         self.entry = entry
         self.load_seconds = load_seconds
         meta = backend.metadata()
@@ -119,8 +123,8 @@ class Model:
             model_sha256=self.sha256,
             watermark_spec_id=spec_id,
             watermark_applied=applied,
-            policy_name=None,
-            policy_sha256=None,
+            policy_name=self.policy.name if self.policy is not None and self.policy.enabled else None,
+            policy_sha256=self.policy.sha256 if self.policy is not None and self.policy.enabled else None,
             disclosure=disclosure or ai_disclosure(self.name, spec_id, applied, result.seed is None),
             request_id=request_id,
         )
@@ -194,30 +198,61 @@ class Model:
             if chunk.final is not None:
                 yield i, chunk.final
 
-    def prompt_request(self, prompt: str | Sequence[int], params: SamplingParams) -> Request:
-        """A request to continue `prompt`, watermarked with this model's scheme unless params say not."""
-        return Request(self._prompt_ids(prompt), params, self._scheme_for(params))
+    def prompt_request(
+        self, prompt: str | Sequence[int], params: SamplingParams, *, screen: bool = True
+    ) -> Request:
+        """A request to continue `prompt`, watermarked with this model's scheme unless params say not.
+
+        The request policy screens the prompt first (token ids: their text) and raises
+        PolicyViolation for one it refuses. Task prompts (`screen=False`) hold a document to work
+        on, not a request, and are not screened.
+        """
+        ids = self._prompt_ids(prompt)
+        decision = (
+            self.screen(prompt if isinstance(prompt, str) else self.detokenize(ids)) if screen else None
+        )
+        return Request(ids, params, self._scheme_for(params), policy=decision)
 
     def chat_request(
         self, messages: Sequence[Mapping[str, Any]], params: SamplingParams, *, conversation: bool = True
     ) -> Request:
         """A request answering `messages` through the chat template.
 
-        A conversation with a person (`conversation=True`, the default) gets the model's disclosure:
-        its instruction in the system prompt and the human-claim rail on the answer. Task prompts
-        (translate, summarize, answer) are not conversations and go as they are.
+        A conversation with a person (`conversation=True`, the default) is screened by the request
+        policy (PolicyViolation if it refuses) and gets the model's disclosure: its instruction in
+        the system prompt and the human-claim rail on the answer. Task prompts (translate,
+        summarize, answer) are not conversations and go as they are.
         """
         if not self.chat_template:  # the plain fallback format ends a turn where the next "User:" starts
             params = params.with_overrides(stop=tuple(params.stop) + FALLBACK_STOP)
         disclosure = self.disclosure if conversation else NO_DISCLOSURE
-        ids = self.chat_prompt_ids(disclosure.apply(messages))
+        ids = self.chat_prompt_ids(disclosure.apply(messages))  # checks the messages first
+        decision = self.screen(messages) if conversation else None  # what the user wrote, not our instruction
         return Request(
             ids,
             params,
             self._scheme_for(params),
             human_claim_rail=disclosure.rail,
             must_disclose=disclosure.rail and asks_if_human(_last_user_text(messages)),
+            policy=decision,
         )
+
+    def screen(self, prompt: str | Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+        """The request policy's decision on a prompt or a conversation, with the policy's name and
+        hash (None when no policy is on). Raises PolicyViolation when the policy refuses it."""
+        if self.policy is None or not self.policy.enabled:
+            return None
+        if isinstance(prompt, str):
+            decision = self.policy.screen(prompt)
+        else:
+            decision = self.policy.screen_messages([dict(m) for m in prompt if isinstance(m, Mapping)])
+        record = {"policy": self.policy.name, "policy_sha256": self.policy.sha256, **decision.to_dict()}
+        try:
+            self.policy.check(decision)
+        except PolicyViolation as e:
+            e.decision = record  # what the server's request log keeps of a refusal
+            raise
+        return record
 
     def token_logprobs(self, text: str | Sequence[int]) -> np.ndarray:
         """Log-probability of each token of `text` given the ones before it (the first is skipped)."""
@@ -336,13 +371,17 @@ def load(
     show_progress: bool = True,
     watermark: str | None = DEFAULT_SCHEME,
     watermark_key: str | None = None,
+    policy: str | os.PathLike[str] | Policy | None = None,
 ) -> Model:
     """Load a catalog model by name (default: $HALLMARK_MODEL or smollm2-135m-instruct) or a .gguf path.
 
     `watermark` is the scheme sampled output is watermarked with ("gumbel" or "kgw"; None turns
     it off for this model); `watermark_key` names a stored key (default: $HALLMARK_WATERMARK_KEY,
-    else the user's default key).
+    else the user's default key). `policy` is the request policy (docs/policy.md): a YAML file,
+    "default", "off", or a loaded Policy; None means $HALLMARK_POLICY, else the shipped default.
+    Its disclosure settings decide how chats say they come from an AI.
     """
+    request_policy = policy if isinstance(policy, Policy) else load_policy(policy)  # bad files fail fast
     target = name_or_path if name_or_path is not None else os.environ.get("HALLMARK_MODEL", DEFAULT_MODEL)
     resolved = resolve(target, show_progress=show_progress)
     config = BackendConfig(
@@ -362,4 +401,17 @@ def load(
         load_seconds=time.perf_counter() - t0,
         watermark=watermark,
         watermark_key=watermark_key,
+        disclosure=disclosure_of(request_policy),
+        policy=request_policy,
     )
+
+
+def disclosure_of(policy: Policy) -> Disclosure:
+    """The chat disclosure a policy asks for; hallmark's default when the policy is off (turning
+    screening off does not let a chat pass as human: a policy file must say so)."""
+    if policy.config is None:
+        return DEFAULT_DISCLOSURE
+    instruction = policy.disclosure_instruction
+    if instruction is None:
+        instruction = DEFAULT_DISCLOSURE.instruction
+    return Disclosure(instruction=instruction or None, rail=policy.human_claim_rail)

@@ -7,6 +7,7 @@ Layout (no module here imports another in a circle):
   watermark.py  detect, keys new|list|show
   provenance.py verify, provenance key
   server.py     serve, logs               tasks.py    translate, summarize, ask, eval
+  policy.py     policy show|check
 The command modules import options.py and library modules only, never each other or main.py; this
 package puts them together by registering each command on `main`, which it exports (the
 `hallmark` script is `hallmark.cli:main`).
@@ -15,7 +16,7 @@ Every option can also be set with an environment variable, HALLMARK_<OPTION> (fo
 HALLMARK_MODEL, HALLMARK_TEMPERATURE); a flag on the command line wins over the variable.
 """
 
-from hallmark.cli import generate, models, provenance, server, tasks, watermark
+from hallmark.cli import generate, models, policy, provenance, server, tasks, watermark
 from hallmark.cli.main import main
 
 for _command in (
@@ -33,6 +34,7 @@ for _command in (
     tasks.summarize,
     tasks.ask,
     tasks.eval_task,
+    policy.policy,
 ):
     main.add_command(_command)
 

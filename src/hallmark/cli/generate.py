@@ -13,7 +13,14 @@ from typing import Any
 
 import click
 
-from hallmark.cli.options import envvar, load_model, model_options, sampling_options, sampling_params_from
+from hallmark.cli.options import (
+    envvar,
+    load_model,
+    model_options,
+    policy_option,
+    sampling_options,
+    sampling_params_from,
+)
 from hallmark.errors import HallmarkError
 
 
@@ -76,6 +83,7 @@ def _print_stats(result: Any) -> None:
 @click.command()
 @click.argument("prompt", required=False)
 @model_options
+@policy_option
 @sampling_options
 @click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON object (text, tokens, finish reason, timings)."
@@ -94,6 +102,7 @@ def generate(
       echo "The capital of France is" | hallmark generate --stop . --json
       hallmark generate -m gemma-3-270m "Water boils at" --seed 7 --logprobs 3 --json
       hallmark generate "Breaking news:" --temperature 1 --provenance news.json > news.txt
+      hallmark generate --policy my-policy.yaml "Write a product description for a kettle."
     """
     params = sampling_params_from(options)
     text = _read_prompt(prompt)
@@ -114,6 +123,7 @@ _CHAT_HELP = "Commands: /reset clears the conversation, /exit (or Ctrl-D) quits,
 @click.command()
 @click.argument("message", required=False)
 @model_options
+@policy_option
 @sampling_options
 @click.option(
     "-s", "--system", default=None, envvar=envvar("system"), show_envvar=True, help="System prompt."
@@ -141,6 +151,7 @@ def chat(
       hallmark chat "What is the capital of France?"
       hallmark chat --system "Answer in one sentence." --temperature 0.3
       printf 'Hi!\\nWhat did I just say?\\n' | hallmark chat
+      hallmark chat --policy off "Reply in one word."   # no request screening (disclosure stays)
     """
     params = sampling_params_from(options)
     llm = load_model(options)
@@ -192,7 +203,7 @@ def chat(
             history.pop()
             click.echo(f"error: {e}", err=True)
             if not interactive:
-                sys.exit(1)
+                sys.exit(getattr(e, "exit_code", 1))
         except KeyboardInterrupt:
             if not interactive:
                 raise

@@ -4,9 +4,10 @@ The commands live in their own modules and are registered on `main` by `hallmark
 imports none of them. The context settings are set here once: click's Context passes
 `help_option_names` (-h/--help) and `max_content_width` down to every subcommand.
 
-A HallmarkError (bad input, missing model, ...) prints `error: <message>` on one line and exits 1;
-Ctrl-C exits 130; a closed pipe (`hallmark ... | head`) exits 0. Anything else is a bug and shows
-its traceback.
+A HallmarkError (bad input, missing model, ...) prints `error: <message>` on one line and exits 1
+(or the error's own `exit_code`: 3 for a request the policy refuses, so scripts can tell a refusal
+from a mistake); Ctrl-C exits 130; a closed pipe (`hallmark ... | head`) exits 0. Anything else is
+a bug and shows its traceback.
 """
 
 from __future__ import annotations
@@ -22,14 +23,14 @@ CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_
 
 
 class HallmarkGroup(click.Group):
-    """Turns HallmarkError into a one-line message and exit code 1, never a traceback."""
+    """Turns HallmarkError into a one-line message and exit code 1 (or its own), never a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except HallmarkError as e:
             click.echo(f"error: {e}", err=True)
-            sys.exit(1)
+            sys.exit(getattr(e, "exit_code", 1))
         except KeyboardInterrupt:
             click.echo("", err=True)
             sys.exit(130)

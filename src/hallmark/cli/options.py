@@ -217,8 +217,22 @@ def model_options(f: F) -> F:
     )
 
 
+def policy_option(f: F) -> F:
+    """--policy, for the commands that take requests from a person (generate, chat)."""
+    return click.option(
+        "--policy",
+        default=None,
+        metavar="FILE",
+        envvar=envvar("policy"),
+        show_envvar=True,
+        help="Request policy: a YAML file, 'default' or 'off' [default: the shipped policy]; "
+        "see `hallmark policy show`.",
+    )(f)
+
+
 def load_model(options: dict[str, Any], default_ctx: int | None = None, max_sequences: int = 1) -> Any:
-    """Load the model named by the model options (which are removed from `options`)."""
+    """Load the model named by the model options (which are removed from `options`). Commands
+    without --policy load with the policy off: their prompts are task inputs, not requests."""
     from hallmark.model import load  # imported here so that `--help` does not load llama.cpp
 
     return load(
@@ -229,6 +243,7 @@ def load_model(options: dict[str, Any], default_ctx: int | None = None, max_sequ
         n_gpu_layers=options.pop("gpu_layers"),
         watermark=options.pop("watermark_scheme"),
         watermark_key=options.pop("watermark_key"),
+        policy=options.pop("policy", "off"),
     )
 
 

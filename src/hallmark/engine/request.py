@@ -80,6 +80,7 @@ class Request:
     sink: Any = None  # where the submitter wants this request's chunks delivered (the server's queue)
     human_claim_rail: bool = False  # rewrite first-person claims of being human (chat answers)
     must_disclose: bool = False  # the user asked whether they talk to a machine: the answer says so
+    policy: dict[str, Any] | None = None  # the request policy's decision on its prompt (hallmark.policy)
 
     # -- engine state -----------------------------------------------------------------------------
     status: RequestStatus = field(default=RequestStatus.WAITING, init=False)
@@ -211,6 +212,7 @@ class Request:
             watermark=self._watermark_info(),
             human_claims_replaced=self.rail.rewrites if self.rail is not None else 0,
             disclosure_added=self.rail.disclosed if self.rail is not None else False,
+            policy=self.policy,
         )
 
     def _watermark_info(self) -> WatermarkInfo:
@@ -234,4 +236,5 @@ class Request:
             self.adapters,
             human_claim_rail=self.human_claim_rail,
             must_disclose=self.must_disclose,
+            policy=self.policy,
         )

@@ -97,6 +97,7 @@ class GenerationResult:
     human_claims_replaced: int = 0  # claims of being human the rail rewrote (hallmark.engine.rails)
     disclosure_added: bool = False  # the rail put "I'm an AI" before an answer to "are you human?"
     provenance: dict[str, Any] | None = None  # the signed manifest (hallmark.provenance), once signed
+    policy: dict[str, Any] | None = None  # the request policy's decision (None when it is off)
 
     @property
     def completion_tokens(self) -> int:
@@ -121,6 +122,7 @@ class GenerationResult:
             "human_claims_replaced": self.human_claims_replaced,
             "disclosure_added": self.disclosure_added,
             "provenance": self.provenance,
+            "policy": self.policy,
         }
         if self.logprobs is not None:
             out["logprobs"] = [asdict(lp) for lp in self.logprobs]

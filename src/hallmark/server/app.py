@@ -42,7 +42,9 @@ def load_state(config: ServerConfig) -> ServerState:
     """Load every model and start its engine thread (errors surface here, before the port opens)."""
     from hallmark.catalog import DEFAULT_MODEL
     from hallmark.model import load
+    from hallmark.policy import load_policy
 
+    policy = load_policy(config.policy)  # a bad policy file fails before any model loads
     models: list[Model] = []
     try:
         for name in config.models or [os.environ.get("HALLMARK_MODEL", DEFAULT_MODEL)]:
@@ -55,6 +57,7 @@ def load_state(config: ServerConfig) -> ServerState:
                     n_gpu_layers=config.n_gpu_layers,
                     watermark=config.watermark,
                     watermark_key=config.watermark_key,
+                    policy=policy,
                 )
             )
         return build_state(models, config)
@@ -77,6 +80,8 @@ def build_state(models: list[Model], config: ServerConfig) -> ServerState:
         if config.watermark is not None:
             _ = model.watermark  # create or load the key now, not during the first request
         _ = model.sha256  # hashing a model file the first time takes ~0.5 s per 250 MB
+        if model.policy is not None and model.policy.enabled:
+            model.policy.screen("warm up")  # load the classifier now (~0.3 s), not in the first request
     # Rows go to a writer thread: a locked log (another process writing) must never stall the event
     # loop, and a row that cannot be written yet is retried, not dropped (see /health's "log").
     request_log = RequestLog(config.log_db, background=True) if config.log_requests else None
@@ -346,7 +351,9 @@ def _detect(state: ServerState, body: DetectRequest) -> dict:
                 detector_for(e.model.tokenizer, e.name, spec, key=find_key(spec.key_id, reveal=False))
                 for e, spec in hypotheses.values()
             ]
-        result = MultiDetector(detectors).detect(body.text, fpr=body.fpr, windowed=body.windowed)
+        result = MultiDetector(detectors).detect(
+            body.text, fpr=body.fpr, windowed=body.windowed, reference=body.reference
+        )
     except HallmarkError as e:
         err = to_api_error(e)
         if isinstance(e, WatermarkSpecError) and body.spec:

@@ -79,6 +79,11 @@ class ServerConfig:
     watermark_key: str | None = setting(
         None, env="watermark_key_name", metavar="NAME_OR_ID", help="Stored key to use."
     )
+    policy: str | None = setting(
+        None,
+        metavar="FILE",
+        help="Request policy: a YAML file, 'default' or 'off' [default: the shipped policy].",
+    )
     shutdown_timeout: float = setting(
         30.0, min=0, help="Seconds in-flight requests get to finish on Ctrl-C / SIGTERM."
     )

@@ -22,6 +22,7 @@ from hallmark.errors import (
     TooManySequencesError,
     UnknownModelError,
 )
+from hallmark.policy import PolicyViolation
 from hallmark.server.protocol import field_path
 
 log = logging.getLogger("hallmark.server")
@@ -66,6 +67,7 @@ class ErrorKind:
 # Exception type -> HTTP status and OpenAI error type/code: the first matching row wins, so the
 # more specific types come first. Every error the engine raises reaches the client through here.
 ERROR_TABLE: tuple[tuple[type[Exception], ErrorKind], ...] = (
+    (PolicyViolation, ErrorKind(400, code="content_policy_violation")),
     (ContextLengthError, ErrorKind(400, code="context_length_exceeded")),
     (QueueFullError, ErrorKind(503, "server_overloaded", "queue_full", headers={"Retry-After": "1"})),
     (EngineStopped, ErrorKind(503, "server_error", "shutting_down")),
@@ -103,6 +105,13 @@ def to_api_error(e: Exception, prompt_param: str = "messages") -> APIError:
                 "Please reduce the length of the prompt or the completion."
             )
             param = "max_tokens"
+    if isinstance(e, PolicyViolation):
+        message = (
+            f"This request was refused by the server's request policy ('{e.policy}'): it reads as a "
+            f"request for {e.category} (score {e.score:.2f}). Questions about the topic, fiction and "
+            "debunking are allowed; the server's operator can show the policy with `hallmark policy show`."
+        )
+        param = prompt_param
     return APIError(kind.status, message, type=kind.type, param=param, code=kind.code, headers=kind.headers)
 
 

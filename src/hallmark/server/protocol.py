@@ -199,6 +199,9 @@ class DetectRequest(OpenAIRequest):
     spec: str | None = None  # a spec id or JSON; default: the served model's own spec
     fpr: float = Field(DEFAULT_FPR, gt=0, lt=1)
     windowed: bool = True
+    # Texts whose (context, token) pairs are left out of the score: a blank template, say, so that
+    # its boilerplate cannot flag a document written from it (docs/watermark.md).
+    reference: list[str] = Field(default_factory=list, max_length=64)
 
 
 def field_path(loc: tuple[int | str, ...]) -> str | None:

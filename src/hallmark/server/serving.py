@@ -29,6 +29,7 @@ from hallmark.engine.request import Request, check_fits, watermark_applies
 from hallmark.engine.results import GenerationResult, StreamChunk
 from hallmark.engine.sampling import SamplingParams
 from hallmark.errors import ContextLengthError, EngineStopped, HallmarkError
+from hallmark.policy import SEVERITY, PolicyViolation
 from hallmark.provenance import ai_disclosure
 from hallmark.requestlog import LogRecord, Outcome, RequestLog
 from hallmark.server.engine import ModelEngine, SequenceGroup
@@ -113,26 +114,28 @@ async def serve_completion(
         fewest = api.prompt_chars(body) // engine.model.longest_token
         if fewest >= engine.model.n_ctx:
             raise ContextLengthError(fewest, engine.model.n_ctx, at_least=True)
-        # ...and tokenize off the event loop: other requests' streams and /health go on meanwhile.
+        # ...and tokenize and screen (the request policy) off the event loop: other requests' streams
+        # and /health go on meanwhile.
         bases = await asyncio.to_thread(_engine_requests, api, engine, body, params)
+    except PolicyViolation as e:
+        refusal = to_api_error(e, api.prompt_param)
+        exchange = new_exchange(state, api, engine, body, http, new_id(api.id_prefix))
+        exchange.policy = e.decision
+        exchange.finish(
+            Outcome.REFUSED, refusal.status, [], None, response=refusal.body(), error=refusal.message
+        )
+        raise refusal from e
     except HallmarkError as e:
         raise to_api_error(e, api.prompt_param) from e
     n_prompt = sum(len(b.prompt_ids) for b in bases)  # each prompt counts once, whatever n is
     requests = [r for base in bases for r in choice_requests(base, body.n)]
     request_id = new_id(api.id_prefix)
     info, headers = provenance(engine, bases[0], request_id)
-    exchange = Exchange(
-        state,
-        api.path,
-        request_id,
-        engine.name,
-        http.client.host if http.client else None,
-        body.user,
-        prompt=api.log_prompt(body),
-        params=body.model_dump(exclude={api.prompt_param}, exclude_none=True),
-        spec_id=info["watermark"]["spec_id"],
-        http=http,
-    )
+    decision = most_severe([b.policy for b in bases])
+    if decision is not None:
+        info["policy"] = public_decision(decision)
+    exchange = new_exchange(state, api, engine, body, http, request_id, info["watermark"]["spec_id"])
+    exchange.policy = decision
     group = open_group(engine, requests, exchange, n_prompt)
     head = {
         "id": request_id,
@@ -225,6 +228,29 @@ async def _stream(
         )
 
 
+def new_exchange(
+    state: ServerState,
+    api: Endpoint,
+    engine: ModelEngine,
+    body: SamplingFields,
+    http: HTTPRequest,
+    request_id: str,
+    spec_id: str | None = None,
+) -> Exchange:
+    return Exchange(
+        state,
+        api.path,
+        request_id,
+        engine.name,
+        http.client.host if http.client else None,
+        body.user,
+        prompt=api.log_prompt(body),
+        params=body.model_dump(exclude={api.prompt_param}, exclude_none=True),
+        spec_id=spec_id,
+        http=http,
+    )
+
+
 def _engine_requests(api: Endpoint, engine: ModelEngine, body: Any, params: SamplingParams) -> list[Request]:
     """The endpoint's requests, tokenized and checked against the context window (on a worker thread)."""
     requests = api.prompt_requests(engine, body, params)
@@ -243,6 +269,22 @@ def choice_requests(base: Request, n: int) -> list[Request]:
         base.copy_with(base.params if seed is None else base.params.with_overrides(seed=seed + i))
         for i in range(n)
     ]
+
+
+# -- policy ---------------------------------------------------------------------------------------
+def most_severe(decisions: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """The request's policy decision: of several prompts', the most severe (then highest score)."""
+    known = [d for d in decisions if d is not None]
+    return max(known, key=lambda d: (SEVERITY.get(d["action"], 0), d["score"])) if known else None
+
+
+def public_decision(decision: dict[str, Any]) -> dict[str, Any]:
+    """What a response tells its client of the policy: which one screened it, and a flag with its
+    category. A `log` decision reads as `allow`: logging quietly is the operator's choice."""
+    out = {"name": decision["policy"], "sha256": decision["policy_sha256"]}
+    if decision["action"] == "flag":
+        return {**out, "action": "flag", "category": decision["category"], "score": decision["score"]}
+    return {**out, "action": "allow"}
 
 
 # -- provenance -------------------------------------------------------------------------------------
@@ -392,6 +434,7 @@ class Exchange:
     http: HTTPRequest | None = None
     t0: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
+    policy: dict[str, Any] | None = None  # the request policy's decision, logged with the request
     done: bool = False
 
     def __post_init__(self) -> None:
@@ -455,6 +498,7 @@ class Exchange:
             timings=[r.timings.to_dict() for r in finished] or None,
             watermark_spec=self.spec_id,
             error=error,
+            policy=self.policy,
         )
         try:
             self.state.request_log.write(record)

@@ -81,7 +81,7 @@ def request_for(model: Model, prompt: TaskPrompt, params: SamplingParams, max_to
     if _uses_chat(model, prompt):
         return model.chat_request(prompt.messages or [], p, conversation=False)
     assert prompt.text is not None
-    return model.prompt_request(prompt.text, p)
+    return model.prompt_request(prompt.text, p, screen=False)
 
 
 def _uses_chat(model: Model, prompt: TaskPrompt) -> bool:
