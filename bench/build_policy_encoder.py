@@ -29,7 +29,6 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import load as load_safetensors
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "src" / "hallmark" / "policy" / "minilm"
@@ -91,6 +90,8 @@ def main() -> None:
     digest = hashlib.sha256(raw).hexdigest()
     if digest != WEIGHTS_SHA256:
         sys.exit(f"unexpected model.safetensors SHA-256 {digest}")
+    from safetensors.numpy import load as load_safetensors  # only when building
+
     tensors = load_safetensors(raw)
     arrays = convert(tensors)
     arrays["config"] = np.array(

@@ -22,7 +22,8 @@ names that category); the false-refusal rate on benign requests, and on borderli
 borderline; external: JailbreakBench's benign twins and XSTest's safe prompts); latency per request
 (p50/p99, one request at a time, this machine's cores).
 
-    python bench/policy.py                     # about 60 minutes on 2 cores (self-check dominates)
+    python bench/policy.py                     # about 45 minutes on 2 cores (self-check dominates)
+    python bench/policy.py --self-check-sets "dev,hallmark held-out,external"   # every set (hours)
     python bench/policy.py --no-self-check     # keep the self-check results already in policy.json
 
 Writes bench/results/policy.json and bench/results/policy.md.
@@ -169,7 +170,7 @@ def parse_answer(text: str) -> str | None:
     return None
 
 
-def self_check(model_name: str, sets: dict[str, list[dict]], latency_n: int) -> dict:
+def self_check(model_name: str, sets: dict[str, list[dict]], latency_n: int, only: list[str]) -> dict:
     import hallmark
 
     model = hallmark.load(model_name, n_ctx=1024, max_sequences=8, show_progress=False, watermark=None)
@@ -188,17 +189,19 @@ def self_check(model_name: str, sets: dict[str, list[dict]], latency_n: int) -> 
     out: dict = {"model": model_name, "prompting": "chat template" if chat else "plain prompt", "sets": {}}
     preds: dict[str, list[str | None]] = {}
     for name, rows in sets.items():
-        if name == "dev public":
+        if name == "dev public" or name not in only:
             continue
         t = time.time()
         results = model.generate_batch([prompt_of(r["text"]) for r in rows], temperature=0, max_tokens=4)
         preds[name] = [parse_answer(r.text) for r in results]
         print(f"  {name}: {len(rows)} prompts in {time.time() - t:.0f} s", file=sys.stderr)
-    preds["dev public"] = [
-        p for p, r in zip(preds["dev"], sets["dev"], strict=True) if r["origin"] == "public"
-    ]
+    if "dev" in preds:
+        preds["dev public"] = [
+            p for p, r in zip(preds["dev"], sets["dev"], strict=True) if r["origin"] == "public"
+        ]
     for name in sets:
-        out["sets"][name] = evaluate(preds[name], sets[name], name)
+        if name in preds:
+            out["sets"][name] = evaluate(preds[name], sets[name], name)
     texts = [r["text"] for r in sets["dev"][:latency_n]]
     out["latency"] = latency(
         lambda text: model.generate_batch([prompt_of(text)], temperature=0, max_tokens=4), texts
@@ -211,6 +214,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--self-check", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--self-check-latency-n", type=int, default=40, help="requests timed one at a time")
+    # The self-check costs about 0.5 s (SmolLM2) to 1.5 s (Gemma) of prefill per request on 2 cores:
+    # the dev split alone is most of an hour for the two, so the other sets are opt-in.
+    ap.add_argument(
+        "--self-check-sets",
+        default="dev",
+        help="comma-separated sets the LLM self-check runs on (dev, hallmark held-out, external)",
+    )
     args = ap.parse_args()
     # The self-check prompts quote harmful requests; nothing here may be screened by the policy.
     os.environ["HALLMARK_POLICY"] = "off"
@@ -258,7 +268,8 @@ def main() -> None:
     for model_name in MODELS:
         key = f"self-check {model_name}"
         if args.self_check:
-            systems[key] = self_check(model_name, sets, args.self_check_latency_n)
+            only = [name.strip() for name in args.self_check_sets.split(",")] + ["dev public"]
+            systems[key] = self_check(model_name, sets, args.self_check_latency_n, only)
         elif key in previous.get("systems", {}):
             systems[key] = previous["systems"][key]
 

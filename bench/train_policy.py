@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
+from build_policy_encoder import write_npz  # the same byte-for-byte reproducible .npz writer
 from scipy.optimize import minimize
 from scipy.special import logsumexp
 
@@ -193,17 +192,6 @@ def choose_thresholds(probs: np.ndarray, y: np.ndarray, target: float) -> dict[s
 
 def template_family(r: dict) -> str:
     return "T:" + r["source_category"].split(" (")[0] if r.get("origin") == "template" else r["group"]
-
-
-def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Fixed timestamps and order: the same training run writes the same bytes."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
-        for name in sorted(arrays):
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.ascontiguousarray(arrays[name]), allow_pickle=False)
-            info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            z.writestr(info, buf.getvalue())
 
 
 def main() -> None:
