@@ -1,7 +1,7 @@
 """Train the request policy's classifier head and write it into the package.
 
 Data: ../shared/data/policy/train.jsonl (MAPPING.md there has the label rules) plus, with --extra
-(the default), bench/data/policy_extra.jsonl: 277 requests written for hallmark in other phrasings
+(the default), bench/data/policy_extra.jsonl: 317 requests written for hallmark in other phrasings
 (benign writing in one's own voice, questions about misinformation and phishing, labelled fiction and
 satire, role-play, disinformation and impersonation requests that follow no template). The dev split
 is never read here; bench/policy.py reports it once.
@@ -13,7 +13,7 @@ L-BFGS from zeros: deterministic, no random state at all. The folds of the cross
 seeded (--seed).
 
 Thresholds: 5-fold cross-validation grouped by `group` (a template's claim never straddles folds);
-each category's threshold is the one with the best out-of-fold F1 among those that keep the
+each category's threshold is the one with the best out-of-fold F2 among those that keep the
 category's false alarms on benign training rows within --target-frr / 2. Also printed: the same CV
 restricted to the public rows, and a CV grouped by template family (every row of one template in one
 fold), which measures how much the head leans on template wording.
