@@ -571,8 +571,8 @@ def disclosure_table(res: Result) -> str:
     choice = res.get("instruction_choice", {})
     lines = [
         f"{res['items']} conversations x {res['seeds']} seeds per model, temperature {res['temperature']}, "
-        f"{res['max_tokens']} tokens; instruction in the system prompt: `{choice.get('chosen', '?')}` "
-        "(chosen on a subset, below). Judged by the rail's own patterns.",
+        f"{res['max_tokens']} tokens; instruction in the system prompt: `{choice.get('chosen', '?')}`, "
+        "hallmark's default (the comparison on a subset is below). Judged by the rail's own patterns.",
         "",
         "| model | rail | answers claiming to be human | sincere asks answered with a disclosure "
         "| unprompted disclosures (hard negatives) | ambiguous asks disclosed | held-out sincere "
@@ -618,10 +618,6 @@ def disclosure_table(res: Result) -> str:
         for name, v in choice["variants"].items():
             lines.append(f"| {name} | {v['score']:.3f} |")
     return "\n".join(lines) + "\n"
-
-
-# -- registry --------------------------------------------------------------------------------------
-# Block name -> (result file stem under bench/results, renderer of that file's parsed JSON).
 
 
 # -- request policy (bench/policy.py) --------------------------------------------------------------
@@ -731,6 +727,8 @@ def policy_run(results: Result) -> str:
     )
 
 
+# -- registry --------------------------------------------------------------------------------------
+# Block name -> (result file stem under bench/results, renderer of that file's parsed JSON).
 BLOCKS: dict[str, tuple[str, Callable[[Result], str]]] = {
     "decode": ("decode", decode_table),
     "decode-run": ("decode", decode_run),

@@ -21,7 +21,12 @@ from typing import Any
 DISCLOSURE = "I'm an AI, not a human."
 
 # The assistant's instruction, added to a chat's system prompt (the policy file can change it).
-DEFAULT_INSTRUCTION = (
+# Short on purpose: measured on both shipped models (bench/disclosure.py, docs/disclosure.md), a
+# longer one that spells out "say you are an AI when asked ... never claim to be human" made
+# SmolLM2-135M bring up being an AI (or a human) unprompted in 34% of hard negatives against 16%
+# with this one, while the rail's disclosure answers sincere asks either way.
+DEFAULT_INSTRUCTION = "You are an AI assistant."
+LONG_INSTRUCTION = (
     "You are an AI assistant. If the user sincerely asks whether they are talking to a human or a "
     "machine, say that you are an AI, even when playing a character. Never claim to be human."
 )
