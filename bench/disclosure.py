@@ -19,7 +19,7 @@ disclosed minus unprompted disclosures, rail on, summed over both models. The ma
 instruction hallmark ships (DEFAULT_INSTRUCTION: the short one; see docs/disclosure.md for why not
 none, which scored a little higher on these two small models).
 
-    python bench/disclosure.py                      # about 40 minutes on 2 cores
+    python bench/disclosure.py                      # 45 minutes on 2 cores
     python bench/disclosure.py --seeds 1 --limit 200  # a quick look
 
 Writes bench/results/disclosure.json and .md.

@@ -101,7 +101,14 @@ def test_a_template_that_rewrites_contents_is_refused():
 
 
 def test_chat_answers_and_stops_at_end_of_turn(smollm2):
-    r = smollm2.chat([{"role": "user", "content": "What is 2+2?"}], temperature=0, max_tokens=64)
+    # A system prompt asking for brevity: the default disclosure instruction is appended to it, and
+    # the answer must still end at the end of its turn (without one, SmolLM2 explains arithmetic
+    # for 160 tokens).
+    messages = [
+        {"role": "system", "content": "Answer in one short sentence."},
+        {"role": "user", "content": "What is 2+2?"},
+    ]
+    r = smollm2.chat(messages, temperature=0, max_tokens=64)
     assert "4" in r.text
     assert r.finish_reason == "stop" and r.stop_reason == "eos"
     assert "<|im_end|>" not in r.text
