@@ -208,18 +208,25 @@ def _rates(p: np.ndarray, alphas=ALPHAS) -> dict[str, float]:
     return {str(a): float(np.mean(p < a)) for a in alphas}
 
 
-def measure_human(tokenizers, keys) -> dict:
-    """FPR on the human texts: one hypothesis (the old default) and all m hypotheses (Bonferroni)."""
-    from hallmark.watermark.detect import Detector, MultiDetector
+def all_detectors(tokenizers, keys) -> list:
+    """One detector per hypothesis: every tokenizer x key x scheme (what `detect` tests)."""
+    from hallmark.watermark.detect import Detector
     from hallmark.watermark.spec import WatermarkSpec
 
-    texts = [t for group in human_texts().values() for t in group]
-    detectors = [
+    return [
         Detector(tok, WatermarkSpec.create(s, k.key_id, tok.fingerprint()), k.secret, model=name)
         for name, tok in tokenizers
         for k in keys
         for s in SCHEMES
     ]
+
+
+def measure_human(tokenizers, keys) -> dict:
+    """FPR on the human texts: one hypothesis (the old default) and all m hypotheses (Bonferroni)."""
+    from hallmark.watermark.detect import MultiDetector
+
+    texts = [t for group in human_texts().values() for t in group]
+    detectors = all_detectors(tokenizers, keys)
     multi = MultiDetector(detectors)
     t0 = time.perf_counter()
     corrected, raw_best = [], []
@@ -362,12 +369,7 @@ def measure_tpr(tokenizers, keys, gens: dict[str, list[str]], per_family: int) -
     from hallmark.watermark.detect import Detector, MultiDetector
     from hallmark.watermark.spec import WatermarkSpec
 
-    detectors = [
-        Detector(tok, WatermarkSpec.create(s, k.key_id, tok.fingerprint()), k.secret, model=name)
-        for name, tok in tokenizers
-        for k in keys
-        for s in SCHEMES
-    ]
+    detectors = all_detectors(tokenizers, keys)
     multi = MultiDetector(detectors)
     by_name = dict(tokenizers)
     old = Detector(

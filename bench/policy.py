@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 from benchmark_tables import policy_table
+from train_policy import prf  # the same precision / recall / F1 as the training report
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "policy"
@@ -118,14 +119,7 @@ def evaluate(pred: list[str | None], rows: list[dict], set_name: str) -> dict:
         tp = sum(p == cat and y == cat for p, y in zip(pred, labels, strict=True))
         fp = sum(p == cat and y != cat for p, y in zip(pred, labels, strict=True))
         fn = sum(p != cat and y == cat for p, y in zip(pred, labels, strict=True))
-        prec = tp / (tp + fp) if tp + fp else 0.0
-        rec = tp / (tp + fn) if tp + fn else 0.0
-        out[cat] = {
-            "precision": round(prec, 4),
-            "recall": round(rec, 4),
-            "f1": round(2 * prec * rec / (prec + rec) if prec + rec else 0.0, 4),
-            "n": tp + fn,
-        }
+        out[cat] = prf(tp, fp, fn)
     benign = [p is not None for p, r in zip(pred, rows, strict=True) if r["label"] == "benign"]
     border = [
         p is not None

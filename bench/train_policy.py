@@ -146,6 +146,18 @@ def decide(probs: np.ndarray, thresholds: dict[str, float]) -> np.ndarray:
     return np.where(fire.any(1), np.array(cols)[best], 0)
 
 
+def prf(tp: int, fp: int, fn: int) -> dict:
+    """Precision, recall and F1 of one category (0 where undefined), and its count of positives."""
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    return {
+        "precision": round(p, 4),
+        "recall": round(r, 4),
+        "f1": round(2 * p * r / (p + r) if p + r else 0.0, 4),
+        "n": tp + fn,
+    }
+
+
 def metrics(pred: np.ndarray, y: np.ndarray) -> dict:
     out: dict = {}
     for cat in CATS:
@@ -153,14 +165,7 @@ def metrics(pred: np.ndarray, y: np.ndarray) -> dict:
         tp = int(((pred == c) & (y == c)).sum())
         fp = int(((pred == c) & (y != c)).sum())
         fn = int(((pred != c) & (y == c)).sum())
-        p = tp / (tp + fp) if tp + fp else 0.0
-        r = tp / (tp + fn) if tp + fn else 0.0
-        out[cat] = {
-            "precision": round(p, 4),
-            "recall": round(r, 4),
-            "f1": round(2 * p * r / (p + r) if p + r else 0.0, 4),
-            "n": int((y == c).sum()),
-        }
+        out[cat] = prf(tp, fp, fn)
     benign = y == 0
     out["false_refusal_rate"] = round(float((pred[benign] > 0).mean()) if benign.any() else 0.0, 4)
     out["n_benign"] = int(benign.sum())

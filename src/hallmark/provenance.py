@@ -184,12 +184,17 @@ def key_path() -> Path:
     return provenance_dir() / KEY_FILE_NAME
 
 
-def _private_from_jwk(data: Any, where: str) -> Ed25519PrivateKey:
-    """An Ed25519 private key from a JWK object; `where` names the source in errors."""
+def _check_ed25519_jwk(data: Any, where: str) -> None:
+    """A JWK object of an Ed25519 key (public or private); `where` names the source in errors."""
     if not isinstance(data, dict):
         raise ProvenanceError(f"{where} is not a JSON object")
     if data.get("kty") != "OKP" or data.get("crv") != "Ed25519":
         raise ProvenanceError(f'{where} is not an Ed25519 key (it needs "kty": "OKP", "crv": "Ed25519")')
+
+
+def _private_from_jwk(data: Any, where: str) -> Ed25519PrivateKey:
+    """An Ed25519 private key from a JWK object; `where` names the source in errors."""
+    _check_ed25519_jwk(data, where)
     d = data.get("d")
     if not isinstance(d, str):
         raise ProvenanceError(f"{where} has no private key: 'd' must be a base64url string")
@@ -342,10 +347,7 @@ def public_keys(create: bool = True) -> dict[str, list[dict[str, str]]]:
 
 
 def _public_from_jwk(data: Any, where: str) -> Ed25519PublicKey:
-    if not isinstance(data, dict):
-        raise ProvenanceError(f"{where} is not a JSON object")
-    if data.get("kty") != "OKP" or data.get("crv") != "Ed25519":
-        raise ProvenanceError(f'{where} is not an Ed25519 key (it needs "kty": "OKP", "crv": "Ed25519")')
+    _check_ed25519_jwk(data, where)
     x = data.get("x")
     if not isinstance(x, str):
         raise ProvenanceError(f"{where}: 'x' must be a base64url string")

@@ -54,6 +54,7 @@ __all__ = [
     "PolicyError",
     "PolicyViolation",
     "load_policy",
+    "rank",
 ]
 
 DEFAULT_POLICY_PATH = Path(__file__).resolve().parent / "default.yaml"
@@ -213,8 +214,13 @@ class Policy:
         return base
 
 
+def rank(action: str, score: float) -> tuple[int, float]:
+    """How decisions compare: the more severe action first, then the higher score."""
+    return (SEVERITY.get(action, 0), score)
+
+
 def _rank(d: Decision) -> tuple[int, float]:
-    return (SEVERITY.get(d.action, 0), d.score)
+    return rank(d.action, d.score)
 
 
 def _content_text(content: Any) -> str:

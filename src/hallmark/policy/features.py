@@ -52,13 +52,8 @@ class NgramVectorizer:
         """Dense [len(texts), len(vocabulary)] float32 (small: a request has tens of terms)."""
         out = np.zeros((len(texts), len(self.vocabulary)), dtype=np.float32)
         for row, text in enumerate(texts):
-            counts = Counter(t for t in ngrams(words(text)) if t in self.index)
-            if not counts:
-                continue
-            cols = np.fromiter((self.index[t] for t in counts), dtype=np.int64, count=len(counts))
-            tf = 1.0 + np.log(np.fromiter(counts.values(), dtype=np.float32, count=len(counts)))
-            values = tf * self.idf[cols]
-            out[row, cols] = values / np.linalg.norm(values)
+            cols, values = self.sparse_terms(text)
+            out[row, cols] = values
         return out
 
     def sparse_terms(self, text: str) -> tuple[np.ndarray, np.ndarray]:

@@ -29,7 +29,7 @@ from hallmark.engine.request import Request, check_fits, watermark_applies
 from hallmark.engine.results import GenerationResult, StreamChunk
 from hallmark.engine.sampling import SamplingParams
 from hallmark.errors import ContextLengthError, EngineStopped, HallmarkError
-from hallmark.policy import SEVERITY, PolicyViolation
+from hallmark.policy import PolicyViolation, rank
 from hallmark.provenance import ai_disclosure
 from hallmark.requestlog import LogRecord, Outcome, RequestLog
 from hallmark.server.engine import ModelEngine, SequenceGroup
@@ -275,7 +275,7 @@ def choice_requests(base: Request, n: int) -> list[Request]:
 def most_severe(decisions: list[dict[str, Any] | None]) -> dict[str, Any] | None:
     """The request's policy decision: of several prompts', the most severe (then highest score)."""
     known = [d for d in decisions if d is not None]
-    return max(known, key=lambda d: (SEVERITY.get(d["action"], 0), d["score"])) if known else None
+    return max(known, key=lambda d: rank(d["action"], d["score"])) if known else None
 
 
 def public_decision(decision: dict[str, Any]) -> dict[str, Any]:
