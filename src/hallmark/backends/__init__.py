@@ -2,13 +2,15 @@
 
 The factories here are the only way the rest of hallmark opens a model file: a backend (weights
 and KV cache), a tokenizer alone (for detection, which never needs the weights), or the file's
-header (metadata, for `hallmark models` and `info`). The backend library is imported on first use,
-so importing this package stays cheap.
+header (metadata, for `hallmark models` and `info`); `quantize_gguf` rewrites a model file in a
+smaller type (for training's exports). The backend library is imported on first use, so importing
+this package stays cheap.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from hallmark.backends.base import (
     AdapterSet,
@@ -31,6 +33,7 @@ __all__ = [
     "default_threads",
     "open_backend",
     "open_tokenizer",
+    "quantize_gguf",
     "read_header",
 ]
 
@@ -54,6 +57,15 @@ def read_header(path: str | os.PathLike[str]) -> GGUFHeader:
     from hallmark.backends.llamacpp import read_gguf_header
 
     return read_gguf_header(path)
+
+
+def quantize_gguf(
+    src: str | os.PathLike[str], dst: str | os.PathLike[str], ftype: str, n_threads: int | None = None
+) -> None:
+    """Quantise a GGUF model file with llama.cpp ("f16", "q8_0" or "q4_k_m"; see llamacpp.quantize_gguf)."""
+    from hallmark.backends.llamacpp import quantize_gguf as quantize
+
+    quantize(Path(src), Path(dst), ftype, n_threads)
 
 
 def default_threads() -> int:

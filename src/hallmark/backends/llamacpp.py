@@ -113,6 +113,34 @@ def _load_model(path: Path, params: llama_cpp.llama_model_params, verb: str) -> 
     return model
 
 
+_QUANT_FTYPES = {
+    "f16": llama_cpp.LLAMA_FTYPE_MOSTLY_F16,
+    "q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0,
+    "q4_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M,
+}
+
+
+def quantize_gguf(src: Path, dst: Path, ftype: str, n_threads: int | None = None) -> None:
+    """Write `src` (an F32/F16 GGUF model) to `dst` as `ftype` ("f16", "q8_0" or "q4_k_m").
+
+    llama.cpp's own quantiser (llama-quantize's), with its default choices: for q4_k_m some tensors
+    get more bits, and tensors whose rows K-quants cannot take (not a multiple of 256 wide) get a
+    fallback type such as q5_0 or q8_0. Every key/value of `src` is kept.
+    """
+    if ftype not in _QUANT_FTYPES:
+        raise ValueError(f"unknown quantisation type {ftype!r} (choose from {', '.join(_QUANT_FTYPES)})")
+    src, dst = Path(src), Path(dst)
+    check_gguf_file(src)
+    _init_llama()
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.nthread = n_threads or default_threads()
+    params.ftype = _QUANT_FTYPES[ftype]
+    if llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params)) != 0:
+        raise ModelFileError(
+            f"llama.cpp could not quantise {src} to {ftype}; set HALLMARK_LLAMA_LOGS=1 to see why"
+        )
+
+
 class _Vocabulary:
     """The Tokenizer protocol on a llama.cpp vocabulary (for the tokenizer-only view and the backend)."""
 
