@@ -7,7 +7,7 @@ Layout (no module here imports another in a circle):
   watermark.py  detect, keys new|list|show
   provenance.py verify, provenance key
   server.py     serve, logs               tasks.py    translate, summarize, ask, eval
-  policy.py     policy show|check
+  policy.py     policy show|check     train.py    finetune, pretrain
 The command modules import options.py and library modules only, never each other or main.py; this
 package puts them together by registering each command on `main`, which it exports (the
 `hallmark` script is `hallmark.cli:main`).
@@ -16,7 +16,7 @@ Every option can also be set with an environment variable, HALLMARK_<OPTION> (fo
 HALLMARK_MODEL, HALLMARK_TEMPERATURE); a flag on the command line wins over the variable.
 """
 
-from hallmark.cli import generate, models, policy, provenance, server, tasks, watermark
+from hallmark.cli import generate, models, policy, provenance, server, tasks, train, watermark
 from hallmark.cli.main import main
 
 for _command in (
@@ -35,6 +35,8 @@ for _command in (
     tasks.ask,
     tasks.eval_task,
     policy.policy,
+    train.finetune,
+    train.pretrain,
 ):
     main.add_command(_command)
 

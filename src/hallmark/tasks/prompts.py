@@ -28,9 +28,11 @@ Messages = list[dict[str, str]]
 Task = Literal["translation", "summarization", "qa"]
 
 # The prompt styles each task knows; the tuples are derived from the Literal types, written once.
-TranslationStyle = Literal["naive", "fewshot-1", "fewshot-3", "fewshot-5", "chat", "chat-fewshot-3"]
+TranslationStyle = Literal[
+    "naive", "zeroshot", "fewshot-1", "fewshot-3", "fewshot-5", "chat", "chat-fewshot-3"
+]
 SummaryStyle = Literal["naive", "tldr", "fewshot-1", "chat"]
-QAStyle = Literal["naive", "fewshot-1", "fewshot-3", "chat", "chat-fewshot-3"]
+QAStyle = Literal["naive", "zeroshot", "fewshot-1", "fewshot-3", "chat", "chat-fewshot-3"]
 TRANSLATION_STYLES: tuple[TranslationStyle, ...] = get_args(TranslationStyle)
 SUMMARY_STYLES: tuple[SummaryStyle, ...] = get_args(SummaryStyle)
 QA_STYLES: tuple[QAStyle, ...] = get_args(QAStyle)
@@ -241,11 +243,18 @@ def translation_prompt(text: str, source: str, target: str, style: str) -> TaskP
     def clean(out: str) -> str:
         return strip_quotes(strip_label(first_line(out), (tgt, "Translation", f"{tgt} translation")))
 
+    ask = f"Translate this {src} text into {tgt}. Reply with the {tgt} translation only.\n\n"
+    if style == "zeroshot":  # the labelled format with no examples: what the task adapters are tuned on
+        return TaskPrompt(
+            text=f"{src}: {text}\n{tgt}:",
+            messages=[{"role": "user", "content": ask + text}],
+            stop=("\n",),
+            clean=clean,
+        )
     if style.startswith("fewshot"):
         lines = [f"{src}: {s}\n{tgt}: {t}\n" for s, t in shots]
         return TaskPrompt(text="\n".join([*lines, f"{src}: {text}\n{tgt}:"]), stop=("\n",), clean=clean)
     if style.startswith("chat"):
-        ask = f"Translate this {src} text into {tgt}. Reply with the {tgt} translation only.\n\n"
         messages: Messages = []
         for s, t in shots:
             messages += [{"role": "user", "content": ask + s}, {"role": "assistant", "content": t}]
@@ -315,6 +324,20 @@ def qa_prompt(question: str, context: str | None, style: str) -> TaskPrompt:
     if style == "naive":
         return zero_shot
     k = _shots(style)
+    ask = (
+        "Answer the question with the shortest phrase from the text that answers it; "
+        "do not write a full sentence.\n\n"
+    )
+    if style == "zeroshot":  # the labelled format with no examples: what the task adapters are tuned on
+        text = (
+            f"Context: {context}\nQuestion: {question}\nAnswer:"
+            if context
+            else f"Question: {question}\nAnswer:"
+        )
+        content = f"{ask}Text: {context}\n\nQuestion: {question}" if context else question
+        return TaskPrompt(
+            text=text, messages=[{"role": "user", "content": content}], stop=("\n",), clean=_clean_answer
+        )
     if style.startswith("fewshot"):
         if context is None:
             shots = [f"Question: {s['question']}\nAnswer: {s['answer']}\n" for s in OPEN_QA_SHOTS[:k]]
@@ -335,10 +358,6 @@ def qa_prompt(question: str, context: str | None, style: str) -> TaskPrompt:
     if style.startswith("chat"):
         if context is None:  # an open question: the instruct model answers in its own words
             return TaskPrompt(messages=[{"role": "user", "content": question}])
-        ask = (
-            "Answer the question with the shortest phrase from the text that answers it; "
-            "do not write a full sentence.\n\n"
-        )
         messages: Messages = []
         for s in QA_SHOTS[:k]:
             messages += [
