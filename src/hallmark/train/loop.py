@@ -67,6 +67,11 @@ class Micro:
     targets: torch.Tensor  # [n] the learned tokens
     tokens: int  # real (unpadded) tokens
 
+    def to(self, device: str) -> Micro:
+        """The same micro-batch on `device`, the model's (a GPU under NCCL; a no-op on the CPU)."""
+        tensors = (self.input_ids, self.attention_mask, self.rows, self.cols, self.targets)
+        return Micro(*(t.to(device) for t in tensors), self.tokens)
+
 
 def make_micro(examples: Sequence[Example], pad_id: int = 0) -> Micro:
     length = max(len(e.ids) for e in examples)
@@ -233,7 +238,7 @@ class TrainLoop:
             sync = getattr(self.loss_module, "no_sync", None)
             context = sync() if (sync is not None and not last) else _nullcontext()
             with context, torch.autocast(self.dist.device.split(":")[0], torch.bfloat16, self.config.bf16):
-                loss_sum = self.loss_module(micro)
+                loss_sum = self.loss_module(micro.to(self.dist.device))
                 (loss_sum * scale).backward()
             total += float(loss_sum.detach())
             tokens += micro.tokens
@@ -256,7 +261,7 @@ class TrainLoop:
         loss = self.loss_module.module if hasattr(self.loss_module, "module") else self.loss_module
         for i in range(runs):
             chunk = mine[i * size : (i + 1) * size]
-            value = loss(make_micro(chunk or examples[:1]))
+            value = loss(make_micro(chunk or examples[:1]).to(self.dist.device))
             total += float(value) if chunk else 0.0
         learned = sum(e.n_learned for e in examples)
         return self.dist.all_reduce_sum(total) / max(1, learned)
