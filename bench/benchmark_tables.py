@@ -729,6 +729,88 @@ def policy_run(results: Result) -> str:
 
 # -- registry --------------------------------------------------------------------------------------
 # Block name -> (result file stem under bench/results, renderer of that file's parsed JSON).
+# Gains each shipped task adapter must reach over its base (issue 14): metric, points, and which
+# base prompting it is compared with ("chosen": the base's default few-shot/chat prompting).
+ADAPTER_GOALS = {
+    "translate-gemma": ("chrf", 3.0),
+    "translate-smollm2": ("chrf", 5.0),
+    "qa-smollm2": ("f1", 10.0),
+    "qa-gemma": ("f1", 10.0),
+}
+
+
+def adapters_table(res: Result) -> str:
+    """bench/train_adapters.py: per adapter and dev set, the base (chosen prompting and zero-shot)
+    against the tuned model (zero-shot), the gain over the base's chosen prompting, and the goal."""
+    lines = [
+        "| adapter | dev set | base, chosen prompting | base, zero-shot | tuned, zero-shot | gain | goal |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for name, entry in res.items():
+        if "tuned" not in entry or "base" not in entry:
+            continue
+        metric, points = ADAPTER_GOALS.get(name, ("chrf", 0.0))
+        chosen_style = next(k for k in entry["base"] if k != "zeroshot")
+        for dev, tuned in entry["tuned"]["zeroshot"].items():
+            base = entry["base"][chosen_style][dev][metric]
+            zero = entry["base"]["zeroshot"][dev][metric]
+            gain = tuned[metric] - base
+            lines.append(
+                f"| {name} | {dev} | {metric} {base:.1f} ({chosen_style}) | {zero:.1f} | "
+                f"{tuned[metric]:.1f} | {gain:+.1f} | ≥ +{points:g}: {_verdict(gain >= points)} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def adapters_training(res: Result) -> str:
+    """bench/train_adapters.py: what each adapter was trained on and how long it took."""
+    lines = [
+        "| adapter | base | training data | tokens | time on 2 cores | tokens/s | final eval loss |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for name, entry in res.items():
+        t = entry.get("training")
+        if not t:
+            continue
+        files = ", ".join(t["train_files"])
+        loss = t["metrics"].get("eval_loss")
+        rate = t["history_tail"][-1]["tokens_per_s"] if t.get("history_tail") else 0
+        lines.append(
+            f"| {name} | {entry['recipe']['model']} | first {t['records_per_file']} of {files} | "
+            f"{t['train_tokens']:,} | {t['seconds'] / 60:.1f} min | {rate:.0f} | "
+            f"{loss if loss is not None else '-'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def finetune_table(res: Result) -> str:
+    """bench/finetune.py: training tokens/s and peak memory, hallmark's loop vs the Trainer."""
+    lines = [
+        "| model | hallmark tokens/s | Trainer tokens/s | ratio | hallmark peak RSS | Trainer peak RSS "
+        "| goal |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for model, ratio in res["ratios"].items():
+        ours, peer = (
+            next(r for r in res["runs"] if r["model"] == model and r["engine"] == e)
+            for e in ("hallmark", "trainer")
+        )
+        lines.append(
+            f"| {model} | {ours['tokens_per_s']:.0f} | {peer['tokens_per_s']:.0f} | "
+            f"{_x(ratio['tokens_per_s'])} | {ours['peak_rss_mb']} MB | {peer['peak_rss_mb']} MB | "
+            f"≥ 1.0x: {_verdict(ratio['tokens_per_s'] >= 1.0)} |"
+        )
+    run = res["runs"][0]
+    lines.append("")
+    lines.append(
+        f"Run of {res['date']}: {res['timed_steps']} timed steps after {res['warmup_steps']} warm-up steps, "
+        f"{res['batch']} sequences per step in micro-batches of {res['micro_batch']}, "
+        f"{run['threads']} threads, "
+        f"bfloat16 autocast {'on' if run['bf16'] else 'off'}, data: {res['data']}."
+    )
+    return "\n".join(lines) + "\n"
+
+
 BLOCKS: dict[str, tuple[str, Callable[[Result], str]]] = {
     "decode": ("decode", decode_table),
     "decode-run": ("decode", decode_run),
@@ -753,6 +835,9 @@ BLOCKS: dict[str, tuple[str, Callable[[Result], str]]] = {
     "policy": ("policy", policy_table),
     "policy-goals": ("policy", policy_goals),
     "policy-run": ("policy", policy_run),
+    "adapters": ("adapters", adapters_table),
+    "adapters-training": ("adapters", adapters_training),
+    "finetune": ("finetune", finetune_table),
 }
 
 # Result file stem -> the block whose text is bench/results/<stem>.md (what the script writes).
@@ -768,4 +853,6 @@ RESULT_TABLES = {
     "watermark_context": "watermark_context",
     "detect_any": "detect_any",
     "policy": "policy",
+    "adapters": "adapters",
+    "finetune": "finetune",
 }

@@ -35,7 +35,7 @@ def _option_rows(page: str, heading: str) -> dict[str, str]:
             break
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) >= 2 and cells[0].startswith("`-"):
-            for flag in re.findall(r"--[a-z][a-z-]*", cells[0]):
+            for flag in re.findall(r"--[a-z][a-z0-9-]*", cells[0]):
                 rows.setdefault(flag, cells[1])
     return rows
 
@@ -70,3 +70,11 @@ def test_the_sampling_table_matches_sampling_params():
     _check(SamplingParams, "cli.md", "Sampling", skip=("repeat_last_n",))
     assert "--repeat-last-n` (64)" in (ROOT / "docs" / "cli.md").read_text()
     assert SamplingParams().repeat_last_n == 64
+
+
+def test_the_training_options_table_matches_the_training_configs():
+    from hallmark.train.config import LoraSettings, TrainConfig
+
+    _check(TrainConfig, "finetune.md", "Training options")
+    _check(LoraSettings, "finetune.md", "Training options", skip=("targets",))
+    assert "`--lora-target MODULE`" in (ROOT / "docs" / "finetune.md").read_text()

@@ -43,7 +43,8 @@ def nproc_option(f: Any) -> Any:
         show_default=True,
         envvar=envvar("nproc_per_node"),
         show_envvar=True,
-        help="Processes on this machine (torchrun; DDP over gloo on CPUs, NCCL on GPUs).",
+        help="Processes on this machine, started by torchrun (finetune: DDP; pretrain: FSDP2; gloo on "
+        "CPUs, NCCL on GPUs).",
     )(f)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 
@@ -83,3 +84,16 @@ class Dist:
 
             if dist.is_initialized():
                 dist.destroy_process_group()
+
+
+def has_bf16(device: str) -> bool:
+    """Whether `device` has bfloat16 arithmetic (then training computes in it under autocast)."""
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.is_bf16_supported()
+    try:  # oneDNN runs bfloat16 matmuls natively only with AVX512-BF16 or AMX
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags

@@ -606,8 +606,12 @@ def write_full_model(
     out: Path,
     quant: str = "f16",
     metadata: dict[str, str] | None = None,
+    chat_template: bool = True,
 ) -> Path:
     """A transformers LlamaForCausalLM or Gemma3ForCausalLM as a GGUF that llama.cpp runs.
+
+    `chat_template=False` leaves the tokenizer source's chat template out: a model pretrained from
+    scratch continues text and was never taught the template's turns.
 
     Hyperparameters come from `hf_model.config`, every `tokenizer.*` key/value from `tokenizer_gguf`
     (a GGUF with the same vocabulary), the weights converted as convert_hf_to_gguf.py does (llama
@@ -619,6 +623,8 @@ def write_full_model(
     tokenizer_gguf = Path(tokenizer_gguf)
     with _GGUFFile(tokenizer_gguf) as source:
         tokenizer = {key: value for key, value in source.fields.items() if key.startswith("tokenizer.")}
+    if not chat_template:
+        tokenizer.pop("tokenizer.chat_template", None)
     if "tokenizer.ggml.tokens" not in tokenizer:
         raise ValueError(f"{tokenizer_gguf} has no tokenizer")
     n_vocab = len(tokenizer["tokenizer.ggml.tokens"].value)

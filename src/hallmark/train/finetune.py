@@ -33,7 +33,7 @@ from hallmark.provenance import model_sha256
 from hallmark.registry import RegistryEntry, check_name, find, models_dir, register
 from hallmark.train.config import LoraSettings, TrainConfig
 from hallmark.train.data import TASK_FORMATS, Example, file_sha256, load_examples
-from hallmark.train.distributed import Dist
+from hallmark.train.distributed import Dist, has_bf16
 from hallmark.train.loop import TrainLoop, plot_history
 
 MERGE_QUANTS = ("f16", "q8_0", "q4_k_m")
@@ -101,7 +101,7 @@ def finetune(
         raise HallmarkError(f"a model named {out!r} is registered already; pass --overwrite or another --out")
     dist = Dist.from_env()
     torch.set_num_threads(n_threads or len(os.sched_getaffinity(0)))
-    config.bf16 = config.bf16 or _has_bf16(dist.device)
+    config.bf16 = config.bf16 or has_bf16(dist.device)
     out_dir = Path(output_dir_) if output_dir_ else output_dir(out)
     _check_writable(out_dir)
     t0 = time.perf_counter()
@@ -250,18 +250,6 @@ def _run_settings(config: TrainConfig) -> dict[str, Any]:
     d = asdict(config)
     d.pop("resume")
     return d
-
-
-def _has_bf16(device: str) -> bool:
-    import torch
-
-    if device.startswith("cuda"):
-        return torch.cuda.is_bf16_supported()
-    try:  # oneDNN runs bfloat16 matmuls natively only with AVX512-BF16 or AMX
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def _check_writable(out_dir: Path) -> None:

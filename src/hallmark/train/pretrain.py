@@ -60,9 +60,8 @@ from hallmark.provenance import model_sha256
 from hallmark.registry import RegistryEntry, check_name, find, models_dir, register
 from hallmark.train.config import SIZES, PretrainConfig, PretrainSettings, TrainConfig
 from hallmark.train.data import DataError, Example, file_sha256, read_records
-from hallmark.train.distributed import Dist
+from hallmark.train.distributed import Dist, has_bf16
 from hallmark.train.export import QUANT_TYPES, write_full_model
-from hallmark.train.finetune import _has_bf16 as has_bf16
 from hallmark.train.loop import TrainLoop, plot_history
 
 DEFAULTS = PretrainSettings()
@@ -307,4 +306,6 @@ def _export(
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if unexpected or set(missing) - {"lm_head.weight"}:  # the output layer is the tied embeddings
         raise AssertionError(f"weights do not fit the model: {missing} {unexpected}")  # a bug
-    return write_full_model(model, tokenizer_gguf=tokenizer_gguf, out=out, quant=quant, metadata=metadata)
+    return write_full_model(
+        model, tokenizer_gguf=tokenizer_gguf, out=out, quant=quant, metadata=metadata, chat_template=False
+    )
