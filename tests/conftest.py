@@ -19,8 +19,11 @@ TEST_CTX = 1024
 # Watermark keys go to a throw-away config dir, never the user's own; CLI subprocesses inherit it.
 os.environ["HALLMARK_CONFIG_DIR"] = tempfile.mkdtemp(prefix="hallmark-test-config-")
 os.environ.pop("HALLMARK_WATERMARK_KEY", None)
-# Likewise the server's request log.
+# Likewise the server's request log, and the registry of fine-tuned models (hallmark.registry).
 os.environ["HALLMARK_LOG_DB"] = os.path.join(tempfile.mkdtemp(prefix="hallmark-test-logs-"), "logs.db")
+os.environ["HALLMARK_DATA_DIR"] = tempfile.mkdtemp(prefix="hallmark-test-data-")
+# Environment variables that CLI and server subprocesses keep (every other HALLMARK_* is dropped).
+KEPT_ENV = ("HALLMARK_CONFIG_DIR", "HALLMARK_LOG_DB", "HALLMARK_DATA_DIR")
 
 
 @pytest.fixture(scope="session")
@@ -48,13 +51,29 @@ def gemma(gemma_path: Path) -> hallmark.Model:
     model.close()
 
 
+@pytest.fixture(scope="session")
+def smollm2_lora(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random LoRA adapter for SmolLM2 that records SmolLM2's file hash, as hallmark's exporter does."""
+    from hallmark.provenance import model_sha256
+    from tests.lora_files import write_lora
+
+    path = tmp_path_factory.mktemp("lora") / "smol-tuned.gguf"
+    return write_lora(path, smollm2_path, base_sha256=model_sha256(smollm2_path))
+
+
+@pytest.fixture(scope="session")
+def gemma_lora(gemma_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random LoRA adapter for gemma-3-270m: another architecture and another base than SmolLM2's."""
+    from hallmark.provenance import model_sha256
+    from tests.lora_files import write_lora
+
+    path = tmp_path_factory.mktemp("lora") / "gemma-tuned.gguf"
+    return write_lora(path, gemma_path, base_sha256=model_sha256(gemma_path))
+
+
 def run_cli(*args: str, stdin: str | None = None, env: dict[str, str] | None = None, timeout: float = 120):
     """Run `python -m hallmark ARGS` as a real subprocess."""
-    full_env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("HALLMARK_") or k in ("HALLMARK_CONFIG_DIR", "HALLMARK_LOG_DB")
-    }
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("HALLMARK_") or k in KEPT_ENV}
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "hallmark", *args],

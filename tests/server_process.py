@@ -58,7 +58,9 @@ class ServerProcess:
 
 def start_server(*args: str, log_db: Path, api_key: str | None = None, timeout: float = 120) -> ServerProcess:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HALLMARK_") or k == "HALLMARK_CONFIG_DIR"}
+    # The test session's config dir (keys) and data dir (the model registry); no other HALLMARK_* setting.
+    kept = ("HALLMARK_CONFIG_DIR", "HALLMARK_DATA_DIR")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HALLMARK_") or k in kept}
     cmd = [sys.executable, "-m", "hallmark", "serve", *args, "--port", str(port), "--log-db", str(log_db)]
     if api_key:
         cmd += ["--api-key", api_key]

@@ -20,6 +20,7 @@ BELOW_MODEL = (
     "hallmark.engine",
     "hallmark.watermark",
     "hallmark.catalog",
+    "hallmark.registry",
     "hallmark.gguf_info",
     "hallmark.provenance",
     "hallmark.policy",
@@ -30,7 +31,9 @@ ALLOWED: list[tuple[str, tuple[str, ...]]] = [
     ("hallmark.backends", ("hallmark.errors", "hallmark.backends")),
     ("hallmark.watermark.api", ("hallmark.watermark", "hallmark.backends", "hallmark.catalog", *LEAVES)),
     ("hallmark.watermark", (*WATERMARK, "hallmark.backends.base", *LEAVES)),
-    ("hallmark.catalog", (*LEAVES,)),
+    # The catalog resolves registered names; the registry refuses catalog names (inside `register`).
+    ("hallmark.catalog", ("hallmark.registry", *LEAVES)),
+    ("hallmark.registry", ("hallmark.catalog", *LEAVES)),
     ("hallmark.gguf_info", ("hallmark.backends", *LEAVES)),
     # `hallmark.__init__` for __version__ only (the manifest's "generator").
     ("hallmark.provenance", ("hallmark.watermark.keys", "hallmark.__init__", *LEAVES)),

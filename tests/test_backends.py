@@ -7,13 +7,13 @@ import ast
 import subprocess
 from pathlib import Path
 
-import gguf
 import numpy as np
 import pytest
 
 from hallmark.backends import Backend, BackendConfig, SequenceInput, adapter_set, open_backend
 from hallmark.backends.fake import FakeBackend
 from hallmark.errors import BackendError
+from tests.lora_files import write_lora
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "hallmark"
 
@@ -127,30 +127,8 @@ def test_nothing_outside_backends_imports_llama_cpp():
 
 
 # -- LoRA adapters --------------------------------------------------------------------------------
-def _write_lora(path: Path, model_path: Path, scale_b: float) -> None:
-    """A real GGUF LoRA adapter for SmolLM2: rank 4 on layer 0's attention query projection."""
-    reader = gguf.GGUFReader(model_path)
-    q = next(t for t in reader.tensors if t.name == "blk.0.attn_q.weight")
-    n_in, n_out = int(q.shape[0]), int(q.shape[1])  # ggml order: ne0 = input width
-    rng = np.random.default_rng(0)
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_string("general.type", "adapter")
-    writer.add_string("adapter.type", "lora")
-    writer.add_float32("adapter.lora.alpha", 4.0)
-    # numpy shapes are reversed ggml shapes: lora_a is ne [n_in, r], lora_b is ne [r, n_out].
-    writer.add_tensor("blk.0.attn_q.weight.lora_a", rng.normal(0, 0.5, (4, n_in)).astype(np.float32))
-    writer.add_tensor(
-        "blk.0.attn_q.weight.lora_b", (scale_b * rng.normal(0, 0.5, (n_out, 4))).astype(np.float32)
-    )
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-
-
 def test_a_lora_adapter_changes_only_the_sequences_that_run_with_it(smollm2_path, tmp_path):
-    lora = tmp_path / "q-lora.gguf"
-    _write_lora(lora, smollm2_path, scale_b=1.0)
+    lora = write_lora(tmp_path / "q-lora.gguf", smollm2_path)
     b = open_backend(smollm2_path, BackendConfig(n_ctx=64, max_sequences=2))
     try:
         tokens = b.tokenize("The capital of France is")
@@ -177,8 +155,7 @@ def test_a_lora_adapter_changes_only_the_sequences_that_run_with_it(smollm2_path
 
 
 def test_an_adapter_for_another_model_is_a_clear_error(gemma_path, smollm2_path, tmp_path):
-    lora = tmp_path / "smollm2-lora.gguf"
-    _write_lora(lora, smollm2_path, scale_b=1.0)
+    lora = write_lora(tmp_path / "smollm2-lora.gguf", smollm2_path)
     b = open_backend(gemma_path, BackendConfig(n_ctx=64))
     try:
         with pytest.raises(Exception, match="could not load the LoRA adapter"):

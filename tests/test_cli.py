@@ -111,6 +111,7 @@ COMMANDS = [
     "generate",
     "chat",
     "models",
+    "models rm",
     "info",
     "detect",
     "keys",
@@ -287,6 +288,9 @@ SERVE_FLAGS = {  # today's flags and variables; renaming one breaks users' scrip
     "--max-body-size": "HALLMARK_MAX_BODY_SIZE",
     # added with the request policy
     "--policy": "HALLMARK_POLICY",
+    # added with LoRA serving: models as flags too, and adapters served beside their base
+    "--model": "HALLMARK_SERVE_MODEL",
+    "--lora": "HALLMARK_SERVE_LORA",
 }
 
 

@@ -1,7 +1,10 @@
 """Known models and where their GGUF files are: model name or path -> local file.
 
 The two built-in models ship on PyPI, so they work with no model hub in reach. Any local `.gguf`
-path is accepted wherever a model name is.
+path is accepted wherever a model name is, and so is the name of a fine-tuned model in the registry
+(hallmark.registry): it resolves to its base model's file plus its LoRA adapter(s), or to its merged
+file. Names are looked up in this order: the catalog (so a catalog name cannot be shadowed), the
+user's registry, the shipped registry, then the file system.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from typing import Literal
 
 from hallmark.errors import ModelFileError, ModelNotInstalledError, UnknownModelError
 from hallmark.progress import progress_bar
+from hallmark.registry import RegistryEntry
+from hallmark.registry import find as find_registered
 
 
 @dataclass(frozen=True)
@@ -63,24 +68,55 @@ def find_entry(name: str) -> CatalogEntry | None:
 
 @dataclass(frozen=True)
 class ResolvedModel:
-    name: str  # catalog name, or the file's stem for a path
-    path: Path
-    entry: CatalogEntry | None
+    name: str  # catalog name, registry name, or the file's stem for a path
+    path: Path  # the GGUF to load (for a registered adapter: its base model's)
+    entry: CatalogEntry | None  # the catalog model it is (or, for a registered model, its base)
+    adapters: tuple[Path, ...] = ()  # LoRA adapters to run with, at scale 1
+    registry: RegistryEntry | None = None  # the registry entry a registered name came from
 
 
 def resolve(name_or_path: str | os.PathLike[str], show_progress: bool = True) -> ResolvedModel:
-    """Turn a catalog name or a path into a local GGUF file, assembling a packaged model if needed."""
+    """Turn a catalog name, a registered name or a path into a local GGUF file (and adapters),
+    assembling a packaged model if needed."""
     text = os.fspath(name_or_path)
     entry = find_entry(text)
     if entry is not None:
         return ResolvedModel(entry.name, model_path(entry, show_progress=show_progress), entry)
+    registered = find_registered(text.strip())
+    if registered is not None:
+        return _resolve_registered(registered, show_progress)
     path = Path(text).expanduser()
     if path.suffix.lower() == ".gguf" or path.exists() or os.sep in text:
         if not path.exists():
             raise ModelFileError(f"model file not found: {path}")
         return ResolvedModel(path.stem, path.resolve(), None)
     known = ", ".join(e.name for e in CATALOG)
-    raise UnknownModelError(f"unknown model {text!r}: use one of {known}, or a path to a .gguf file")
+    raise UnknownModelError(
+        f"unknown model {text!r}: use one of {known}, a registered model (`hallmark models`), "
+        "or a path to a .gguf file"
+    )
+
+
+def _resolve_registered(registered: RegistryEntry, show_progress: bool) -> ResolvedModel:
+    """A registry entry's files: the base with its adapter, or (with no adapter) its merged file."""
+    name = registered.name
+    base_entry = find_entry(registered.base)
+    if registered.adapter is None:
+        assert registered.merged is not None  # the registry refuses an entry with neither
+        merged = Path(registered.merged).expanduser()
+        if not merged.is_file():
+            raise ModelFileError(f"the merged model file of {name} is missing: {merged}")
+        return ResolvedModel(name, merged.resolve(), base_entry, registry=registered)
+    adapter = Path(registered.adapter).expanduser()
+    if not adapter.is_file():
+        raise ModelFileError(f"the LoRA adapter of {name} is missing: {adapter}")
+    if base_entry is not None:
+        base = model_path(base_entry, show_progress=show_progress)
+    else:  # a path; a registry name would be a chain of entries, which the registry never writes
+        base = Path(registered.base).expanduser()
+        if not base.is_file():
+            raise ModelFileError(f"the base model of {name} is missing: {base}")
+    return ResolvedModel(name, base.resolve(), base_entry, (adapter.resolve(),), registered)
 
 
 def is_installed(entry: CatalogEntry) -> bool:

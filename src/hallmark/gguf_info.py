@@ -1,4 +1,10 @@
-"""A GGUF file's metadata, read without loading its weights (for `hallmark models` and `info`)."""
+"""A GGUF file's metadata, read without loading its weights (for `hallmark models` and `info`).
+
+`read_adapter_info` reads a LoRA adapter GGUF's own header (an adapter has no vocabulary, so
+llama.cpp's vocab-only load cannot read it): the architecture it was made for and, when hallmark's
+exporter wrote it, the sha256 of the base model file it was trained on (`hallmark.base.sha256`).
+Loading checks both against the base before llama.cpp sees the adapter.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gguf import LlamaFileType
-
 from hallmark.backends import read_header
+from hallmark.errors import ModelFileError
+
+BASE_SHA256_KEY = "hallmark.base.sha256"  # written by hallmark's LoRA exporter (hallmark.train.export)
 
 
 @dataclass
@@ -52,9 +59,64 @@ def read_gguf_info(path: str | Path) -> GGUFInfo:
 
 
 def _file_type_name(file_type: str | None) -> str | None:
+    from gguf import LlamaFileType  # gguf-py on first use: `hallmark.model` imports this module
+
     if file_type is None:
         return None
     try:
         return LlamaFileType(int(file_type)).name.removeprefix("MOSTLY_")
     except ValueError:
         return file_type
+
+
+@dataclass(frozen=True)
+class AdapterInfo:
+    path: Path
+    architecture: str | None  # general.architecture: the model family the adapter is for
+    adapter_type: str | None  # adapter.type ("lora")
+    base_sha256: str | None  # hallmark.base.sha256: the base GGUF it was trained on, if recorded
+    metadata: dict[str, str] = field(default_factory=dict)  # the header's string values
+
+
+def read_adapter_info(path: str | Path) -> AdapterInfo:
+    """A LoRA adapter GGUF's header; ModelFileError (one line) for a missing, unreadable or non-GGUF
+    file, or a GGUF that is not a LoRA adapter (a whole model, say)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ModelFileError(f"LoRA adapter not found: {path}")
+    try:
+        with path.open("rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise ModelFileError(f"cannot read the LoRA adapter {path}: {e.strerror}") from None
+    if magic != b"GGUF":
+        raise ModelFileError(f"the LoRA adapter {path} is not a GGUF file (bad magic bytes {magic!r})")
+    from gguf import GGUFReader, GGUFValueType  # on first use: ~50 ms of imports
+
+    try:
+        reader = GGUFReader(path)
+    except Exception as e:  # gguf-py raises ValueError, struct.error, IndexError... on a damaged file
+        raise ModelFileError(
+            f"cannot read the LoRA adapter {path} (damaged or truncated GGUF: {e})"
+        ) from None
+    meta = {
+        key: str(fld.contents())
+        for key, fld in reader.fields.items()
+        if fld.types and fld.types[0] is GGUFValueType.STRING
+    }
+    info = AdapterInfo(
+        path=path,
+        architecture=meta.get("general.architecture"),
+        adapter_type=meta.get("adapter.type"),
+        base_sha256=meta.get(BASE_SHA256_KEY),
+        metadata=meta,
+    )
+    kind = meta.get("general.type")
+    if kind != "adapter":
+        raise ModelFileError(
+            f"{path} is not a LoRA adapter: its general.type is {kind!r}, not 'adapter' (a model file "
+            "goes to -m, an adapter to --lora)"
+        )
+    if info.adapter_type != "lora":
+        raise ModelFileError(f"{path} is a {info.adapter_type!r} adapter, not a LoRA one")
+    return info

@@ -1,18 +1,30 @@
-"""The Python API: `load()` a model, then `generate()` or `chat()` with it."""
+"""The Python API: `load()` a model, then `generate()` or `chat()` with it.
+
+A model can run with LoRA adapters (`load(name, lora=...)`, a registered fine-tuned name, or
+`Model.with_adapters` for another set on the same loaded weights): every request it builds runs
+with its adapter set, its name says so ("smollm2-135m-instruct+my-adapter"), and its provenance
+manifests list each adapter's file hash. An adapter is checked against the base before llama.cpp
+sees it: the architecture it was made for, and the base file's sha256 when hallmark's exporter
+recorded it (`hallmark.base.sha256`); a mismatch is a one-line ModelFileError naming both. The
+watermark is the base's: the tokenizer, and so the spec, are the same.
+"""
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
+import math
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hallmark.backends import Backend, BackendConfig, Tokenizer, open_backend
+from hallmark.backends import AdapterSet, Backend, BackendConfig, Tokenizer, adapter_set, open_backend
 from hallmark.catalog import DEFAULT_MODEL, CatalogEntry, resolve
 from hallmark.engine.chat import FALLBACK_STOP, render_chat_segments, tokenize_chat
 from hallmark.engine.generate import generate_stream, in_order
@@ -20,13 +32,84 @@ from hallmark.engine.rails import DEFAULT_DISCLOSURE, NO_DISCLOSURE, Disclosure,
 from hallmark.engine.request import Request
 from hallmark.engine.results import GenerationResult, StreamChunk
 from hallmark.engine.sampling import SamplingParams, sampling_params
-from hallmark.engine.scoring import token_logprobs
-from hallmark.errors import HallmarkError, PromptError, WatermarkSpecError, check_unicode
+from hallmark.engine.scoring import sliding_token_logprobs
+from hallmark.errors import HallmarkError, ModelFileError, PromptError, WatermarkSpecError, check_unicode
+from hallmark.gguf_info import AdapterInfo, read_adapter_info
 from hallmark.policy import Policy, PolicyViolation, load_policy
 from hallmark.provenance import ai_disclosure, build_manifest, model_sha256
+from hallmark.registry import RegistryEntry
 from hallmark.watermark.keys import default_key, find_key
 from hallmark.watermark.schemes import Scheme, make_scheme
 from hallmark.watermark.spec import DEFAULT_SCHEME, SCHEMES, WatermarkSpec
+
+# A LoRA adapter argument: a path, a (path, scale) pair, or a list of either.
+LoraPath = str | os.PathLike[str]
+LoraItem = LoraPath | tuple[LoraPath, float]
+LoraArg = LoraItem | Sequence[LoraItem]
+
+
+@dataclass(frozen=True)
+class LoadedAdapter:
+    """A LoRA adapter a Model runs with."""
+
+    name: str  # the file's stem, as the model's name shows it
+    path: Path
+    scale: float
+    id: str  # the backend's id for it (Backend.load_adapter)
+    sha256: str  # of the adapter file, which manifests cite
+
+    def to_manifest(self) -> dict[str, str]:
+        return {"name": self.name, "sha256": self.sha256, "scale": format(self.scale, "g")}
+
+
+def _is_pair(item: Any) -> bool:
+    return (
+        isinstance(item, tuple | list)
+        and len(item) == 2
+        and isinstance(item[0], str | os.PathLike)
+        and isinstance(item[1], int | float)
+        and not isinstance(item[1], bool)
+    )
+
+
+def lora_list(lora: LoraArg | None) -> list[tuple[Path, float]]:
+    """(path, scale) for each adapter of a `lora` argument: a path (scale 1), a (path, scale) pair,
+    or a list of paths and pairs."""
+    if lora is None:
+        return []
+    items = [lora] if isinstance(lora, str | os.PathLike) or _is_pair(lora) else list(lora)  # type: ignore[arg-type]
+    out: list[tuple[Path, float]] = []
+    for item in items:
+        if isinstance(item, str | os.PathLike):
+            path, scale = Path(item), 1.0
+        elif _is_pair(item):
+            path, scale = Path(item[0]), float(item[1])  # type: ignore[index]
+        else:
+            raise HallmarkError(f"lora: expected a path or a (path, scale) pair, got {item!r}")
+        if not math.isfinite(scale):
+            raise HallmarkError(f"lora: the scale of {path.name} must be a finite number, got {scale}")
+        out.append((path.expanduser(), scale))
+    return out
+
+
+def parse_lora_arg(text: str) -> tuple[str, float]:
+    """'PATH[:SCALE]' -> (path, scale): the command line's form of an adapter. A ':' followed by
+    something that is not a number belongs to the path."""
+    path, sep, scale = text.rpartition(":")
+    if sep and path:
+        try:
+            value = float(scale)
+        except ValueError:
+            return text, 1.0
+        if not math.isfinite(value):
+            raise HallmarkError(f"--lora {text}: the scale must be a finite number")
+        return path, value
+    return text, 1.0
+
+
+def adapter_model_name(base: str, adapters: Sequence[LoadedAdapter]) -> str:
+    """The name of a base model running with adapters: 'base+adapter1+adapter2'."""
+    return "+".join([base, *(a.name for a in adapters)])
 
 
 class Model:
@@ -44,10 +127,19 @@ class Model:
         watermark_key: str | None = None,
         disclosure: Disclosure = DEFAULT_DISCLOSURE,
         policy: Policy | None = None,
+        base_name: str | None = None,
+        registry: RegistryEntry | None = None,
     ):
         """Wrap an open backend (`hallmark.load` opens one from a model name or file, with the
-        default request policy; a Model built directly screens nothing unless given a policy)."""
+        default request policy; a Model built directly screens nothing unless given a policy).
+
+        `base_name` names the weights the backend holds (default: `name`); `registry` is the
+        registry entry of a registered fine-tuned model. Adapters are added by `load(lora=...)`
+        and `with_adapters`."""
         self.name = name
+        self.base_name = base_name or name
+        self.registry = registry
+        self.adapters: tuple[LoadedAdapter, ...] = ()  # LoRA adapters every request runs with
         self.path = path
         self.backend = backend
         self.disclosure = disclosure  # how chats say they come from an AI (hallmark.engine.rails)
@@ -88,6 +180,56 @@ class Model:
             return self._watermark
         return self.watermark
 
+    # -- LoRA adapters --------------------------------------------------------------------------
+    @property
+    def adapter_set(self) -> AdapterSet:
+        """The adapter set (backend ids and scales) this model's requests run with; () = the base."""
+        return adapter_set([(a.id, a.scale) for a in self.adapters])
+
+    def with_adapters(
+        self, lora: LoraArg | None, name: str | None = None, registry: RegistryEntry | None = None
+    ) -> Model:
+        """A view of this model with other LoRA adapters on the same loaded weights.
+
+        The view shares the backend (weights, KV caches, sequence slots), so it costs only the
+        adapters; requests of both may run in one batch (the server serves a base and its adapters
+        this way). Its adapters replace this model's, on the base weights; `name` defaults to the
+        base's name followed by the adapters' ('smollm2-135m-instruct+my-adapter'). Closing either
+        closes the backend of both.
+        """
+        view = copy.copy(self)  # shares the backend and the list of free slots
+        view.adapters = ()
+        view.registry = registry
+        view._attach_adapters([(read_adapter_info(path), scale) for path, scale in lora_list(lora)])
+        view.name = name or adapter_model_name(self.base_name, view.adapters)
+        return view
+
+    def _attach_adapters(self, adapters: Sequence[tuple[AdapterInfo, float]]) -> None:
+        """Check each adapter against the base model, load it into the backend, and add it."""
+        loaded = list(self.adapters)
+        for info, scale in adapters:
+            path = info.path.resolve()
+            if any(a.path == path for a in loaded):
+                raise ModelFileError(f"the LoRA adapter {path} is given twice")
+            self._check_adapter(info)
+            adapter_id = self.backend.load_adapter(str(path))  # llama.cpp's refusal: a ModelFileError
+            loaded.append(LoadedAdapter(path.stem, path, scale, adapter_id, model_sha256(path)))
+        self.adapters = tuple(loaded)
+
+    def _check_adapter(self, info: AdapterInfo) -> None:
+        """A one-line ModelFileError naming the adapter and the base unless it was made for this base."""
+        if info.architecture != self.architecture:
+            made_for = info.architecture or "no architecture (general.architecture is missing)"
+            raise ModelFileError(
+                f"the LoRA adapter {info.path.name} is for {made_for}, but {self.base_name} is "
+                f"{self.architecture}: it was made for another base model"
+            )
+        if info.base_sha256 is not None and info.base_sha256 != self.sha256:
+            raise ModelFileError(
+                f"the LoRA adapter {info.path.name} was trained on another base model (sha256 "
+                f"{info.base_sha256[:12]}...), not {self.base_name} (sha256 {self.sha256[:12]}...)"
+            )
+
     # -- tokens ---------------------------------------------------------------------------------
     @property
     def n_ctx(self) -> int:
@@ -127,6 +269,7 @@ class Model:
             policy_sha256=self.policy.sha256 if self.policy is not None and self.policy.enabled else None,
             disclosure=disclosure or ai_disclosure(self.name, spec_id, applied, result.seed is None),
             request_id=request_id,
+            adapters=[a.to_manifest() for a in self.adapters],
         )
         return result.provenance
 
@@ -211,7 +354,7 @@ class Model:
         decision = (
             self.screen(prompt if isinstance(prompt, str) else self.detokenize(ids)) if screen else None
         )
-        return Request(ids, params, self._scheme_for(params), policy=decision)
+        return Request(ids, params, self._scheme_for(params), self.adapter_set, policy=decision)
 
     def chat_request(
         self, messages: Sequence[Mapping[str, Any]], params: SamplingParams, *, conversation: bool = True
@@ -232,6 +375,7 @@ class Model:
             ids,
             params,
             self._scheme_for(params),
+            self.adapter_set,
             human_claim_rail=disclosure.rail,
             must_disclose=disclosure.rail and asks_if_human(_last_user_text(messages)),
             policy=decision,
@@ -254,19 +398,52 @@ class Model:
             raise
         return record
 
-    def token_logprobs(self, text: str | Sequence[int]) -> np.ndarray:
-        """Log-probability of each token of `text` given the ones before it (the first is skipped)."""
+    def token_logprobs(
+        self,
+        text: str | Sequence[int],
+        *,
+        window: int | None = None,
+        stride: int | None = None,
+        on_window: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
+        """Log-probability of each token of `text` given the ones before it (the first is skipped),
+        with this model's adapters.
+
+        A text longer than `window` tokens (default: the context window) is scored with a sliding
+        window that moves by `stride` tokens (default: half the window) and scores only the tokens
+        that are new in each window (hallmark.engine.scoring). `on_window(n)` is called after each
+        window with the tokens it scored.
+        """
+        window, stride = self.scoring_window(window, stride)
         if not self._free_slots:
             raise HallmarkError("every sequence slot is busy with a stream; finish or close one first")
         slot = self._free_slots.pop()
         try:
-            return token_logprobs(self.backend, slot, self._prompt_ids(text))
+            return sliding_token_logprobs(
+                self.backend, slot, self._prompt_ids(text), window, stride, self.adapter_set, on_window
+            )
         finally:
             self._free_slots.append(slot)
 
-    def perplexity(self, text: str | Sequence[int]) -> float:
-        """exp(mean negative log-likelihood) of `text` under this model."""
-        lp = self.token_logprobs(text)
+    def scoring_window(self, window: int | None = None, stride: int | None = None) -> tuple[int, int]:
+        """The sliding window `token_logprobs` scores with: (window, stride), defaults filled in
+        (the context window, and half of it), checked (PromptError)."""
+        window = window or self.n_ctx
+        if not 2 <= window <= self.n_ctx:
+            raise PromptError(f"the window must be 2 to {self.n_ctx} tokens (the context), got {window}")
+        stride = stride or max(1, window // 2)
+        if not 1 <= stride < window:
+            raise PromptError(
+                f"the stride must be 1 to {window - 1} tokens (less than the window), got {stride}"
+            )
+        return window, stride
+
+    def perplexity(
+        self, text: str | Sequence[int], *, window: int | None = None, stride: int | None = None
+    ) -> float:
+        """exp(mean negative log-likelihood) of `text` under this model (sliding windows beyond
+        `window` tokens, as `token_logprobs`)."""
+        lp = self.token_logprobs(text, window=window, stride=stride)
         if lp.size == 0:
             raise PromptError("perplexity needs at least two tokens")
         return float(np.exp(-lp.mean()))
@@ -372,18 +549,30 @@ def load(
     watermark: str | None = DEFAULT_SCHEME,
     watermark_key: str | None = None,
     policy: str | os.PathLike[str] | Policy | None = None,
+    lora: LoraArg | None = None,
 ) -> Model:
-    """Load a catalog model by name (default: $HALLMARK_MODEL or smollm2-135m-instruct) or a .gguf path.
+    """Load a catalog model by name (default: $HALLMARK_MODEL or smollm2-135m-instruct), a
+    registered fine-tuned model by name (`hallmark models`), or a .gguf path.
 
     `watermark` is the scheme sampled output is watermarked with ("gumbel" or "kgw"; None turns
     it off for this model); `watermark_key` names a stored key (default: $HALLMARK_WATERMARK_KEY,
     else the user's default key). `policy` is the request policy (docs/policy.md): a YAML file,
     "default", "off", or a loaded Policy; None means $HALLMARK_POLICY, else the shipped default.
-    Its disclosure settings decide how chats say they come from an AI.
+    Its disclosure settings decide how chats say they come from an AI. `lora`: LoRA adapter GGUFs
+    every request runs with, after a registered model's own: a path, a (path, scale) pair, or a
+    list of either (scale 1 by default).
     """
     request_policy = policy if isinstance(policy, Policy) else load_policy(policy)  # bad files fail fast
     target = name_or_path if name_or_path is not None else os.environ.get("HALLMARK_MODEL", DEFAULT_MODEL)
     resolved = resolve(target, show_progress=show_progress)
+    explicit = lora_list(lora)
+    # Missing, unreadable or non-adapter files fail before the model loads.
+    adapters = [(read_adapter_info(p), 1.0) for p in resolved.adapters]
+    adapters += [(read_adapter_info(p), scale) for p, scale in explicit]
+    if resolved.adapters:  # a registered LoRA: the backend holds its base model
+        base_name = resolved.entry.name if resolved.entry is not None else resolved.path.stem
+    else:
+        base_name = resolved.name
     config = BackendConfig(
         n_ctx=n_ctx,
         max_sequences=max_sequences,
@@ -393,17 +582,28 @@ def load(
     )
     t0 = time.perf_counter()
     backend = open_backend(resolved.path, config)
-    return Model(
-        backend,
-        resolved.name,
-        path=resolved.path,
-        entry=resolved.entry,
-        load_seconds=time.perf_counter() - t0,
-        watermark=watermark,
-        watermark_key=watermark_key,
-        disclosure=disclosure_of(request_policy),
-        policy=request_policy,
-    )
+    try:
+        model = Model(
+            backend,
+            resolved.name,
+            path=resolved.path,
+            entry=resolved.entry,
+            load_seconds=time.perf_counter() - t0,
+            watermark=watermark,
+            watermark_key=watermark_key,
+            disclosure=disclosure_of(request_policy),
+            policy=request_policy,
+            base_name=base_name,
+            registry=resolved.registry,
+        )
+        model._attach_adapters(adapters)
+    except BaseException:
+        backend.close()
+        raise
+    # The name says what runs: a registered name already does for its own adapter.
+    model.name = adapter_model_name(resolved.name, model.adapters[len(resolved.adapters) :])
+    model.load_seconds = time.perf_counter() - t0
+    return model
 
 
 def disclosure_of(policy: Policy) -> Disclosure:

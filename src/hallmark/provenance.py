@@ -11,6 +11,11 @@ AI-generated disclosure; and an Ed25519 signature over all of that (docs/provena
      "policy": {"name": ..., "sha256": ...}, "text": {"sha256": ..., "length": 812},
      "signature": {"alg": "EdDSA", "kid": "<RFC 7638 thumbprint>", "value": "<base64url, 64 bytes>"}}
 
+A model that ran with LoRA adapters adds them to its "model" object, in the order they were given:
+`"adapters": [{"name": ..., "sha256": <of the adapter GGUF>, "scale": "1"}]` (the scale as a
+decimal string: the canonical form carries no floats). "model.sha256" stays the base file's. A
+manifest without adapters has no "adapters" member, so manifests from before it verify unchanged.
+
 What is signed: the UTF-8 bytes of the manifest without its "signature" member, serialized as JSON
 with keys sorted, no whitespace and non-ASCII characters as themselves (`json.dumps(sort_keys=True,
 separators=(",", ":"), ensure_ascii=False)`). For the values a manifest may hold (strings, booleans,
@@ -47,7 +52,7 @@ import sys
 import tempfile
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -581,12 +586,14 @@ def build_manifest(
     disclosure: str,
     request_id: str | None = None,
     created: datetime | int | None = None,
+    adapters: Sequence[Mapping[str, str]] = (),
 ) -> dict[str, Any]:
     """A signed manifest for `text`, as a JSON-ready dict (see the module docstring for its format).
 
     `policy_name`/`policy_sha256` are None together when no policy applied; `watermark_spec_id` is
     None when the model has no watermark (then `watermark_applied` must be False). `created`: now
-    by default, or an aware datetime, or Unix seconds. Raises ProvenanceError on ill-typed input,
+    by default, or an aware datetime, or Unix seconds. `adapters`: the LoRA adapters the model ran
+    with, each {"name", "sha256", "scale"} (strings). Raises ProvenanceError on ill-typed input,
     and when the signing key cannot be read or created.
     """
     _need(text, "text", str)
@@ -606,6 +613,10 @@ def build_manifest(
         raise ProvenanceError("policy_name and policy_sha256 must both be given, or both be None")
     if watermark_applied and watermark_spec_id is None:
         raise ProvenanceError("watermark_applied is True but watermark_spec_id is None")
+    model_info: dict[str, Any] = {"name": model, "sha256": model_sha256}
+    if adapters:
+        model_info["adapters"] = [dict(a) for a in adapters]
+        _check_adapters(model_info["adapters"])
     manifest: dict[str, Any] = {
         "format": FORMAT,
         "id": f"urn:uuid:{uuid.uuid4()}",
@@ -614,12 +625,27 @@ def build_manifest(
         "request_id": request_id,
         "ai_generated": True,
         "disclosure": disclosure,
-        "model": {"name": model, "sha256": model_sha256},
+        "model": model_info,
         "watermark": {"spec_id": watermark_spec_id, "applied": watermark_applied},
         "policy": {"name": policy_name, "sha256": policy_sha256},
         "text": {"sha256": text_sha256(text), "length": len(text)},
     }
     return sign_manifest(manifest)
+
+
+def _check_adapters(adapters: Any) -> None:
+    """'model.adapters', when a manifest has it: a list of {"name", "sha256", "scale"} strings."""
+    if not isinstance(adapters, list) or not adapters:
+        raise ProvenanceError("manifest field 'model.adapters' must be a non-empty list")
+    for i, adapter in enumerate(adapters):
+        where = f"model.adapters[{i}]"
+        if not isinstance(adapter, dict):
+            raise ProvenanceError(f"manifest field '{where}' must be an object, not {_json_type(adapter)}")
+        for name in ("name", "sha256", "scale"):
+            if not isinstance(adapter.get(name), str):
+                raise ProvenanceError(f"manifest field '{where}.{name}' must be a string")
+        if not _HEX64.match(adapter["sha256"]):
+            raise ProvenanceError(f"manifest field '{where}.sha256' must be 64 lowercase hex digits")
 
 
 def sign_manifest(manifest: Mapping[str, Any], key: SigningKey | None = None) -> dict[str, Any]:
@@ -676,6 +702,8 @@ def check_manifest(manifest: Any) -> None:
         value = _field(manifest, name, str, nullable=nullable)
         if value is not None and not _HEX64.match(value):
             raise ProvenanceError(f"manifest field '{name}' must be 64 lowercase hex digits")
+    if "adapters" in manifest["model"]:
+        _check_adapters(manifest["model"]["adapters"])
     if _field(manifest, "text.length", int) < 0:
         raise ProvenanceError("manifest field 'text.length' must not be negative")
     try:

@@ -1,6 +1,8 @@
-"""`hallmark models` and `hallmark info`: the built-in models, and any GGUF file's metadata.
+"""`hallmark models` and `hallmark info`: the built-in and registered models, and any GGUF's metadata.
 
-Both read GGUF headers only; neither loads a model.
+`hallmark models` lists the catalog's models and, below them, the registry's fine-tuned ones (the
+user's and the shipped ones, hallmark.registry); `hallmark models rm NAME` removes a registered one.
+Both commands read GGUF headers only; neither loads a model.
 """
 
 from __future__ import annotations
@@ -27,17 +29,25 @@ def _human_count(n: int) -> str:
     return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.0f}M"
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
-def models(as_json: bool) -> None:
-    """List the built-in models: installed or not, size, architecture, parameters, context, license.
+@click.pass_context
+def models(ctx: click.Context, as_json: bool) -> None:
+    """List the built-in models (installed or not, size, architecture, parameters, context, license)
+    and the registered fine-tuned ones (kind lora or merged, base, training data hash, task).
+
+    A registered name works wherever a model name does (-m NAME).
 
     \b
     Examples:
       hallmark models
       hallmark models --json
+      hallmark models rm my-old-adapter
     """
+    if ctx.invoked_subcommand is not None:
+        return
     from hallmark.gguf_info import read_gguf_info
+    from hallmark.registry import entries
 
     rows = []
     for entry in CATALOG:
@@ -56,8 +66,9 @@ def models(as_json: bool) -> None:
             row["gguf_license"] = info.license
             row["license"] = entry.license
         rows.append(row)
+    registered = [_registry_row(e) for e in entries()]
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps(rows + registered, indent=2))
         return
     header = ("NAME", "KIND", "SIZE", "ARCH", "PARAMS", "CONTEXT", "CHAT TEMPLATE", "LICENSE")
     table = [header]
@@ -80,17 +91,53 @@ def models(as_json: bool) -> None:
                 r["license"],
             )
         )
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    _print_table(table)
+    if registered:
+        click.echo("\nFine-tuned models (registry):")
+        reg_header = ("NAME", "KIND", "BASE", "DATA", "TASK", "CREATED", "SOURCE")
+        reg_table = [reg_header]
+        for r in registered:
+            task = r["task"] + (f" ({r['style']})" if r["style"] else "") if r["task"] else "-"
+            data = r["data_sha256"][:12] if r["data_sha256"] else "-"
+            reg_table.append(
+                (r["name"], r["kind"], r["base"], data, task, r["created"][:10] or "-", r["source"])
+            )
+        _print_table(reg_table)
+    click.echo('\nAny local .gguf file works too: hallmark generate -m ./my-model.gguf "..."')
+    click.echo('Any LoRA adapter GGUF too: hallmark generate -m BASE --lora ./adapter.gguf "..."')
+
+
+def _print_table(table: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-    click.echo('\nAny local .gguf file works too: hallmark generate -m ./my-model.gguf "..."')
+
+
+def _registry_row(entry: Any) -> dict[str, Any]:
+    """A registry entry as `hallmark models --json` shows it (kind "lora" or "merged")."""
+    return {**entry.to_dict(), "kind": entry.kind, "source": entry.source}
+
+
+@models.command("rm")
+@click.argument("name")
+def models_rm(name: str) -> None:
+    """Remove the registered model NAME (its adapter and merged files stay where they are).
+
+    \b
+    Examples:
+      hallmark models rm my-old-adapter
+    """
+    from hallmark.registry import remove
+
+    remove(name)  # a malformed entry can be removed too: nothing of it is read
+    click.echo(f"removed {name} (the adapter and merged files it named are kept)")
 
 
 @click.command()
 @click.argument("model", envvar=envvar("model"))
 @click.option("--json", "as_json", is_flag=True, help="Print the metadata as JSON.")
 def info(model: str, as_json: bool) -> None:
-    """Show a model's GGUF metadata (MODEL is a catalog name or a .gguf path).
+    """Show a model's GGUF metadata (MODEL is a catalog name, a registered name or a .gguf path).
 
     \b
     Examples:
@@ -104,6 +151,9 @@ def info(model: str, as_json: bool) -> None:
     data = {"name": resolved.name, **read_gguf_info(resolved.path).to_dict()}
     if resolved.entry is not None:
         data["license"] = resolved.entry.license
+    if resolved.registry is not None:  # a registered fine-tuned model: the base's file, and what is added
+        data["adapters"] = [str(p) for p in resolved.adapters]
+        data["registry"] = resolved.registry.to_dict()
     if as_json:
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
         return

@@ -156,7 +156,7 @@ def config_from_options(cls: type[T], options: dict[str, Any]) -> T:
 
 # -- options shared by every command that loads a model --------------------------------------------
 def model_options(f: F) -> F:
-    """-m/--model, --ctx-size, --threads, --gpu-layers and the watermark scheme and key."""
+    """-m/--model, --lora, --ctx-size, --threads, --gpu-layers and the watermark scheme and key."""
     return _apply(
         f,
         [
@@ -167,7 +167,16 @@ def model_options(f: F) -> F:
                 envvar=envvar("model"),
                 show_default=True,
                 show_envvar=True,
-                help="Catalog name or path to a .gguf file.",
+                help="Catalog name, registered fine-tuned model (`hallmark models`) or path to a .gguf file.",
+            ),
+            click.option(
+                "--lora",
+                multiple=True,
+                metavar="PATH[:SCALE]",
+                envvar=envvar("lora"),
+                show_envvar=True,
+                help="Run with this LoRA adapter GGUF for the model, at SCALE (default 1); repeatable "
+                "(the variable takes several, separated by spaces).",
             ),
             click.option(
                 "--ctx-size",
@@ -233,10 +242,11 @@ def policy_option(f: F) -> F:
 def load_model(options: dict[str, Any], default_ctx: int | None = None, max_sequences: int = 1) -> Any:
     """Load the model named by the model options (which are removed from `options`). Commands
     without --policy load with the policy off: their prompts are task inputs, not requests."""
-    from hallmark.model import load  # imported here so that `--help` does not load llama.cpp
+    from hallmark.model import load, parse_lora_arg  # here, so that `--help` does not load llama.cpp
 
     return load(
         options.pop("model"),
+        lora=[parse_lora_arg(item) for item in options.pop("lora", ())],
         n_ctx=options.pop("ctx_size") or default_ctx,
         max_sequences=max_sequences,
         n_threads=options.pop("threads"),

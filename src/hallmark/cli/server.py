@@ -35,6 +35,16 @@ def _read_key_file(path: str) -> list[str]:
 
 @click.command()
 @click.argument("models", nargs=-1)
+@click.option(
+    "-m",
+    "--model",
+    "model_flags",
+    multiple=True,
+    metavar="NAME",
+    envvar=envvar("serve_model"),
+    show_envvar=True,
+    help="A model to serve, as MODELS takes them (repeatable).",
+)
 @dataclass_options(ServerConfig, exclude=("models",))
 @click.option(
     "--api-key-file",
@@ -43,8 +53,14 @@ def _read_key_file(path: str) -> list[str]:
     show_envvar=True,
     help="File with API keys, one per line (added to --api-key).",
 )
-def serve(models: tuple[str, ...], api_key_file: str | None, **options: Any) -> None:
+def serve(
+    models: tuple[str, ...], model_flags: tuple[str, ...], api_key_file: str | None, **options: Any
+) -> None:
     """Serve MODELS (default: the default model) over an OpenAI-compatible HTTP API.
+
+    MODELS are catalog names, registered fine-tuned names or .gguf paths. Each model file is loaded
+    once: a registered adapter of a served base, and each --lora adapter, is served under its own
+    name on the base's weights, in the same continuous batch.
 
     Endpoints: POST /v1/chat/completions, POST /v1/completions, GET /v1/models, POST /v1/detect,
     GET /health, and GET /metrics with --metrics. Requests are batched continuously; every
@@ -57,6 +73,7 @@ def serve(models: tuple[str, ...], api_key_file: str | None, **options: Any) -> 
       hallmark serve smollm2-135m-instruct gemma-3-270m --port 8080 --metrics
       HALLMARK_API_KEY=s3cret hallmark serve --parallel 16
       hallmark serve ./my-model.gguf --api-key-file ~/.config/hallmark/api-keys
+      hallmark serve -m smollm2 --lora tuned=./tuned.gguf
     \b
     Then, with the official client:
       OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="s3cret")
@@ -73,7 +90,7 @@ def serve(models: tuple[str, ...], api_key_file: str | None, **options: Any) -> 
 
     keys = list(options["api_keys"]) + (_read_key_file(api_key_file) if api_key_file else [])
     options["api_keys"] = tuple(keys)
-    config = config_from_options(ServerConfig, {**options, "models": list(models)})
+    config = config_from_options(ServerConfig, {**options, "models": [*model_flags, *models]})
     # The engine thread re-takes the GIL after every llama_decode; with Python's default 5 ms switch
     # interval it can wait that long behind the event loop on every token.
     sys.setswitchinterval(float(os.environ.get("HALLMARK_SWITCH_INTERVAL", "0.0002")))

@@ -1,4 +1,4 @@
-"""`hallmark translate`, `summarize`, `ask` and `eval`: the task commands.
+"""`hallmark translate`, `summarize`, `ask` and `eval`: the task commands (eval also scores perplexity).
 
 Everything that can be checked without the model (the prompt style, language codes, the eval data
 file) is checked before the model loads, so a typo fails at once with a one-line error. The task
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -210,8 +211,13 @@ def ask(question: str, context_file: str | None, style: str | None, as_json: boo
 
 
 @click.command("eval")
-@click.argument("task", type=click.Choice(["translation", "summarization", "qa"]))
-@click.option("--data", required=True, help="JSONL file of examples (see the README for the fields).")
+@click.argument("task", type=click.Choice(["translation", "summarization", "qa", "perplexity"]))
+@click.option(
+    "--data",
+    required=True,
+    help="JSONL file of examples (see the README for the fields); for perplexity a text file, "
+    'or JSONL with {"text": ...} per line.',
+)
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N examples.")
 @click.option(
     "--out",
@@ -221,6 +227,12 @@ def ask(question: str, context_file: str | None, style: str | None, as_json: boo
 )
 @click.option("--from", "source", default=None, help="Translation: source language if the file has none.")
 @click.option("--to", "target", default=None, help="Translation: target language if the file has none.")
+@click.option(
+    "--stride",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Perplexity: tokens the sliding window moves by (it is --ctx-size wide) [default: half the window].",
+)
 @model_options
 @task_options
 def eval_task(
@@ -230,21 +242,30 @@ def eval_task(
     out: str | None,
     source: str | None,
     target: str | None,
+    stride: int | None,
     style: str | None,
     as_json: bool,
     **options: Any,
 ) -> None:
-    """Score a model on TASK (translation, summarization or qa) with a JSONL dev set.
+    """Score a model on TASK (translation, summarization, qa or perplexity) with a dev set.
 
     Metrics: BLEU and chrF (sacrebleu) for translation, ROUGE-1/2/L (rouge-score) for
-    summarization, exact match and F1 with SQuAD's normalisation for qa.
+    summarization, exact match and F1 with SQuAD's normalisation for qa. perplexity: the
+    perplexity, mean negative log-likelihood, tokens scored and bits per byte of held-out text
+    (teacher-forced, a sliding window over long texts).
 
     \b
     Examples:
       hallmark eval translation --data tatoeba.en-fr.jsonl --limit 100
       hallmark eval summarization --data xsum.dev300.jsonl -m gemma-3-270m
       hallmark eval qa --data squad.dev300.jsonl --style naive --json
+      hallmark eval perplexity --data held-out.jsonl -m smollm2 --lora tuned.gguf
     """
+    if task == "perplexity":
+        _eval_perplexity(data, limit, out, stride, style, as_json, options)
+        return
+    if stride is not None:
+        raise click.UsageError("--stride applies to perplexity only")
     _check_style(task, style)
     from hallmark.tasks.evaluate import evaluate, load_examples
     from hallmark.tasks.prompts import chosen_style
@@ -261,3 +282,42 @@ def eval_task(
     scores = ", ".join(f"{k} {v:.1f}" for k, v in summary["metrics"].items())
     click.echo(f"{task} on {summary['examples']} examples ({llm.name}, style {style}): {scores}")
     click.echo(f"predictions: {summary['predictions_file']}\nsummary:     {summary['summary_file']}")
+
+
+def _eval_perplexity(
+    data: str,
+    limit: int | None,
+    out: str | None,
+    stride: int | None,
+    style: str | None,
+    as_json: bool,
+    options: dict[str, Any],
+) -> None:
+    """`hallmark eval perplexity`: score held-out text, print and write the summary."""
+    if style is not None:
+        raise click.UsageError("--style does not apply to perplexity (the text is scored as it is)")
+    from hallmark.tasks.perplexity import evaluate_perplexity, load_texts
+    from hallmark.tasks.runner import TASK_CTX
+
+    texts = load_texts(data, limit)  # a bad file fails before the model loads
+    _sampling(options)  # --temperature and --seed: nothing is sampled
+    llm = load_model(options, default_ctx=TASK_CTX)
+    result = evaluate_perplexity(texts, llm, stride=stride, progress=True)
+    summary = {**result.to_dict(), "data": data, "date": time.strftime("%Y-%m-%d")}
+    prefix = Path(out or f"hallmark-eval/perplexity-{Path(data).stem}-{llm.name}")
+    summary["summary_file"] = str(prefix.with_name(prefix.name + ".summary.json"))
+    try:
+        prefix.parent.mkdir(parents=True, exist_ok=True)
+        Path(summary["summary_file"]).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    except OSError as e:
+        raise HallmarkError(f"cannot write {summary['summary_file']}: {e.strerror}") from None
+    if as_json:
+        click.echo(json.dumps(summary, ensure_ascii=False))
+        return
+    bpb = f", {result.bits_per_byte:.3f} bits/byte" if result.bits_per_byte is not None else ""
+    click.echo(
+        f"perplexity {result.perplexity:.3f} (mean NLL {result.mean_nll:.4f} nats/token{bpb}) over "
+        f"{result.tokens} tokens of {result.texts} text(s) ({llm.name}, window {result.window}, "
+        f"stride {result.stride})"
+    )
+    click.echo(f"summary: {summary['summary_file']}")

@@ -1,6 +1,12 @@
 """The FastAPI app: thin routes over the serving modules, plus auth, health, metrics and detect.
 
 hallmark serve smollm2-135m-instruct gemma-3-270m --api-key s3cret --metrics
+hallmark serve smollm2 --lora tuned=./tuned.gguf   # the base and its adapter, one model loaded
+
+Each model file is loaded once: served names on the same file (a base, its `--lora` adapters and
+registered fine-tuned names of that base) are views of one loaded model (Model.with_adapters) and
+share its engine thread, so their requests batch together; /v1/models names an adapter's base as
+its `parent` and `root`, as vLLM does for LoRA modules.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from hallmark import __version__
-from hallmark.errors import HallmarkError, WatermarkSpecError
+from hallmark.errors import HallmarkError, ModelFileError, WatermarkSpecError
 from hallmark.model import Model
 from hallmark.provenance import public_keys, signing_key
 from hallmark.requestlog import LogRecord, Outcome, RequestLog
@@ -39,15 +45,28 @@ log = logging.getLogger("hallmark.server")
 
 
 def load_state(config: ServerConfig) -> ServerState:
-    """Load every model and start its engine thread (errors surface here, before the port opens)."""
-    from hallmark.catalog import DEFAULT_MODEL
-    from hallmark.model import load
+    """Load every model and start its engine thread (errors surface here, before the port opens).
+
+    A model file is loaded once: a name that resolves to a file already loaded (a registered
+    adapter of a served base, say) is a view of that model with its own adapters; so is each
+    `--lora` adapter, on the served model it was made for.
+    """
+    from hallmark.catalog import DEFAULT_MODEL, resolve
+    from hallmark.gguf_info import read_adapter_info
+    from hallmark.model import load, parse_lora_arg
     from hallmark.policy import load_policy
 
     policy = load_policy(config.policy)  # a bad policy file fails before any model loads
+    served_lora = [parse_served_lora(spec, parse_lora_arg) for spec in config.lora]
+    infos = [read_adapter_info(path) for _, path, _ in served_lora]  # bad files fail before loading
     models: list[Model] = []
     try:
         for name in config.models or [os.environ.get("HALLMARK_MODEL", DEFAULT_MODEL)]:
+            resolved = resolve(name)
+            loaded = next((m for m in models if m.path == resolved.path), None)
+            if loaded is not None:  # the file is loaded already: share it
+                models.append(loaded.with_adapters(resolved.adapters, resolved.name, resolved.registry))
+                continue
             models.append(
                 load(
                     name,
@@ -60,11 +79,46 @@ def load_state(config: ServerConfig) -> ServerState:
                     policy=policy,
                 )
             )
+        for (name, path, scale), info in zip(served_lora, infos, strict=True):
+            base = base_for_adapter(info, models)
+            models.append(base.with_adapters([(path, scale)], name or Path(path).stem))
         return build_state(models, config)
     except BaseException:
         for model in models:
             model.close()
         raise
+
+
+def parse_served_lora(spec: str, parse_lora_arg: Any) -> tuple[str | None, str, float]:
+    """'[NAME=]PATH[:SCALE]' -> (NAME or None, PATH, SCALE). A '=' inside a path (after a path
+    separator) is part of the path."""
+    name, sep, rest = spec.partition("=")
+    if not sep or not name or "/" in name or os.sep in name:
+        name, rest = "", spec
+    path, scale = parse_lora_arg(rest)
+    return name or None, path, scale
+
+
+def base_for_adapter(info: Any, models: list[Model]) -> Model:
+    """The served model a `--lora` adapter runs on: the one whose file hash the adapter records
+    (hallmark.base.sha256), else the first of its architecture. One-line error if none fits."""
+    bases = [m for i, m in enumerate(models) if all(m.backend is not o.backend for o in models[:i])]
+    if info.base_sha256 is not None:
+        match = next((m for m in bases if m.sha256 == info.base_sha256), None)
+        if match is None:
+            raise ModelFileError(
+                f"the LoRA adapter {info.path.name} was trained on a base model (sha256 "
+                f"{info.base_sha256[:12]}...) that is not served here; serving: "
+                + ", ".join(f"{m.base_name} ({m.sha256[:12]}...)" for m in bases)
+            )
+        return match
+    match = next((m for m in bases if m.architecture == info.architecture), None)
+    if match is None:
+        raise ModelFileError(
+            f"the LoRA adapter {info.path.name} is for {info.architecture}, and no served model is; "
+            "serving: " + ", ".join(f"{m.base_name} ({m.architecture})" for m in bases)
+        )
+    return match
 
 
 def build_state(models: list[Model], config: ServerConfig) -> ServerState:
@@ -88,19 +142,34 @@ def build_state(models: list[Model], config: ServerConfig) -> ServerState:
     engines: dict[str, ModelEngine] = {}
     aliases: dict[str, str] = {}
     for model in models:
+        # Names on one loaded model share its engine thread: one batch, one KV cache.
+        shared = next((e for e in engines.values() if e.model.backend is model.backend), None)
         engines[model.name] = ModelEngine(
-            model, config.max_waiting, config.prefill_chunk, config.prefix_cache, config.batch_wait_ms / 1e3
+            model,
+            config.max_waiting,
+            config.prefill_chunk,
+            config.prefix_cache,
+            config.batch_wait_ms / 1e3,
+            shares=shared,
         )
+        if model.adapters:  # a catalog model's aliases and file name mean it without adapters
+            continue
         entry = find_entry(model.name)
         aliases.update({a: model.name for a in entry.aliases} if entry else {})
         if model.path is not None:
             aliases.setdefault(Path(model.path).name, model.name)
+    hidden = next((n for n in engines if aliases.get(n, n) != n), None)
+    if hidden is not None:
+        raise HallmarkError(f"{hidden} cannot be a served name: it is another name of {aliases[hidden]}")
     metrics = Metrics() if config.metrics else None
     if metrics and request_log is not None:
         metrics.watch_log(request_log.stats)
     if metrics:
         for e in engines.values():
-            metrics.watch_engine(e.name, lambda e=e: e.scheduler.n_running, lambda e=e: e.scheduler.n_waiting)
+            if e.owner is e:  # a shared engine's queue is counted once, under its first name
+                metrics.watch_engine(
+                    e.name, lambda e=e: e.scheduler.n_running, lambda e=e: e.scheduler.n_waiting
+                )
     return ServerState(
         engines,
         aliases,
@@ -224,6 +293,9 @@ def create_app(state: ServerState) -> FastAPI:
                     "object": "model",
                     "created": int(state.started),
                     "owned_by": "hallmark",
+                    # vLLM's fields for LoRA modules: an adapter's parent is the model it runs on.
+                    "root": e.model.base_name,
+                    "parent": e.model.base_name if e.model.adapters else None,
                     "hallmark": {
                         # The file's name, not its path: the layout of the server's disk is its own.
                         "file": e.model.path.name if e.model.path else None,
@@ -231,6 +303,7 @@ def create_app(state: ServerState) -> FastAPI:
                         "slots": e.scheduler.n_slots,
                         "chat_template": e.model.chat_template is not None,
                         "watermark_spec": spec.spec_id if spec else None,
+                        "adapters": [{"name": a.name, "scale": a.scale} for a in e.model.adapters],
                     },
                 }
             )

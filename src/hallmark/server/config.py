@@ -3,6 +3,9 @@
 Each field's default and help are written here once; the CLI turns every field but `models` into
 a flag with a HALLMARK_* environment variable (see hallmark.settings). Importing this module must
 stay cheap: `hallmark --help` reads it.
+
+`lora` serves LoRA adapters of the served models under names of their own, on the same loaded
+weights and engine thread as their base (hallmark.server.app.load_state).
 """
 
 from __future__ import annotations
@@ -15,7 +18,16 @@ from hallmark.watermark.spec import DEFAULT_SCHEME, SCHEMES
 
 @dataclass
 class ServerConfig:
-    models: list[str] = field(default_factory=list)  # catalog names or .gguf paths; empty = the default model
+    # Catalog names, registered names or .gguf paths; empty = the default model.
+    models: list[str] = field(default_factory=list)
+    lora: tuple[str, ...] = setting(
+        (),
+        multiple=True,
+        env="serve_lora",
+        metavar="[NAME=]PATH[:SCALE]",
+        help="Also serve this LoRA adapter GGUF of a served model as NAME [default: the file's stem], "
+        "sharing the base's weights and batch (repeatable).",
+    )
     host: str = setting("127.0.0.1", help="Address to listen on.")
     port: int = setting(8000, help="Port to listen on.", min=0, max=65535)
     api_keys: tuple[str, ...] = setting(

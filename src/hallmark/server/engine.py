@@ -4,6 +4,11 @@ A backend is single-threaded, so all of a model's decoding happens on its engine
 Handlers submit requests and read chunks from an asyncio queue that the engine thread fills with
 `call_soon_threadsafe`; leaving the stream early (a disconnect, a cancelled task) cancels the
 request, and the scheduler frees its KV-cache slot at the next step.
+
+Served names that share one loaded model (a base and its LoRA adapters, hallmark.model's
+`with_adapters`) share its engine: an engine built with `shares=` submits to the other's scheduler
+and thread, so their requests run in one continuous batch (the backend evaluates each adapter set
+in its own llama.cpp call within a step).
 """
 
 from __future__ import annotations
@@ -96,9 +101,20 @@ class ModelEngine:
         token_budget: int,
         reuse_prefixes: bool,
         batch_wait: float,
+        shares: ModelEngine | None = None,
     ):
+        """An engine thread for `model`; with `shares`, none: `model` runs on that engine's
+        scheduler and thread (it must hold the same backend)."""
         self.model = model
         self.batch_wait = batch_wait  # seconds of quiet that end a burst of arrivals (0 = admit at once)
+        self._stopping = False
+        if shares is not None:
+            if shares.model.backend is not model.backend:
+                raise ValueError("an engine can be shared only by models on the same backend")
+            self.owner: ModelEngine = shares.owner
+            self.scheduler = self.owner.scheduler
+            return
+        self.owner = self
         self.scheduler = Scheduler(
             model.backend,
             model.name,
@@ -106,7 +122,6 @@ class ModelEngine:
             token_budget=token_budget,
             reuse_prefixes=reuse_prefixes,
         )
-        self._stopping = False
         self._thread = threading.Thread(target=self._run, name=f"hallmark-engine-{model.name}", daemon=True)
         self._thread.start()
 
@@ -132,15 +147,17 @@ class ModelEngine:
         return SequenceGroup(self, requests)
 
     def submit(self, request: Request, sink: Sink) -> Request:
-        if self._stopping:
+        if self.owner._stopping:
             raise EngineStopped("the server is shutting down")
         return self.scheduler.submit(request, sink)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Cancel whatever is still queued or running and end the engine thread."""
-        self._stopping = True
-        self.scheduler.wakeup.set()
-        self._thread.join(timeout)
+        """Cancel whatever is still queued or running and end the engine thread (the shared one's:
+        stopping any name of a shared engine stops them all)."""
+        owner = self.owner
+        owner._stopping = True
+        owner.scheduler.wakeup.set()
+        owner._thread.join(timeout)
 
     def _run(self) -> None:
         sched = self.scheduler
