@@ -130,6 +130,8 @@ COMMANDS = [
     "summarize",
     "ask",
     "eval",
+    "finetune",
+    "pretrain",
 ]
 
 
@@ -420,7 +422,7 @@ def _cli_imports(path: Path) -> set[str]:
 
 def test_cli_modules_have_no_import_cycle():
     graph = {f"hallmark.cli.{p.stem}": _cli_imports(p) for p in CLI_DIR.glob("*.py")}
-    commands = {"generate", "models", "watermark", "server", "tasks", "provenance", "policy"}
+    commands = {"generate", "models", "watermark", "server", "tasks", "provenance", "policy", "train"}
     assert {f"hallmark.cli.{c}" for c in commands | {"main", "options", "__init__"}} == set(graph)
     for command in commands:
         assert graph[f"hallmark.cli.{command}"] <= {"hallmark.cli.options"}, command

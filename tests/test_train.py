@@ -330,3 +330,23 @@ def test_finetune_errors_are_one_line(tmp_path: Path) -> None:
         proc = run_cli("finetune", "smollm2", "--out", "x", *args, env=env)
         assert proc.returncode != 0 and message in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+# -- tuned models in the task commands --------------------------------------------------------------
+def test_a_tuned_model_runs_tasks_in_the_style_it_was_trained_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from hallmark.registry import RegistryEntry
+    from hallmark.tasks import defaults
+    from hallmark.tasks.prompts import CHOSEN, chosen_style
+
+    entry = RegistryEntry(name="t", base="gemma-3-270m", adapter="a.gguf", task="qa", style="zeroshot")
+    tuned = SimpleNamespace(chat_template=None, registry=entry)
+    assert chosen_style("qa", tuned) == "zeroshot"
+    assert chosen_style("qa", tuned, "fewshot-3") == "fewshot-3"  # an explicit style wins
+    assert chosen_style("translation", tuned) == CHOSEN[("translation", "base")]  # not its task
+    # The task default: the first installed candidate (a name that is not installed is skipped).
+    monkeypatch.setitem(defaults.TASK_MODELS, "qa", ("no-such-model", "gemma-3-270m"))
+    assert defaults.default_model("qa") == "gemma-3-270m"
+    monkeypatch.setitem(defaults.TASK_MODELS, "qa", ("no-such-model",))
+    assert defaults.default_model("qa") == defaults.DEFAULT_MODEL

@@ -451,9 +451,14 @@ class Model:
     def render_chat(self, messages: Sequence[Mapping[str, Any]]) -> str:
         return "".join(text for text, _ in self._chat_segments(messages))
 
-    def chat_prompt_ids(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
-        """Token ids of the rendered conversation; text in the messages never becomes a control token."""
-        segments = self._chat_segments(messages)
+    def chat_prompt_ids(
+        self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True
+    ) -> list[int]:
+        """Token ids of the rendered conversation; text in the messages never becomes a control token.
+
+        With add_generation_prompt (the default) the ids end where the assistant's answer starts;
+        without, they end as the template closes the last message (fine-tuning trains on that end)."""
+        segments = self._chat_segments(messages, add_generation_prompt)
         bos = self.backend.token_text(self.backend.bos_token)
         # Templates that write the BOS token themselves must not get a second one from the tokenizer.
         template_wrote_bos = (
@@ -461,7 +466,9 @@ class Model:
         )
         return tokenize_chat(self.backend, segments, add_bos=not template_wrote_bos)
 
-    def _chat_segments(self, messages: Sequence[Mapping[str, Any]]) -> list[tuple[str, bool]]:
+    def _chat_segments(
+        self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True
+    ) -> list[tuple[str, bool]]:
         for m in messages if isinstance(messages, Sequence) and not isinstance(messages, str) else ():
             if isinstance(m, Mapping) and isinstance(m.get("content"), str):
                 check_unicode(m["content"], "a message")
@@ -471,6 +478,7 @@ class Model:
             self.chat_template,
             bos_token=tok.token_text(tok.bos_token),
             eos_token=tok.token_text(tok.eos_token),
+            add_generation_prompt=add_generation_prompt,
         )
 
     def _prompt_ids(self, prompt: str | Sequence[int]) -> list[int]:

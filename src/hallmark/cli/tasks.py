@@ -48,9 +48,14 @@ def _read_file(path: Path) -> str:
         raise HallmarkError(f"cannot read {path}: {e.strerror}") from None
 
 
-def _load_for_tasks(options: dict[str, Any]) -> Any:
+def _load_for_tasks(options: dict[str, Any], task: str) -> Any:
+    """The model the options name; without -m or $HALLMARK_MODEL, the best installed one for the
+    task (hallmark.tasks.defaults: a shipped task adapter where one scored best)."""
+    from hallmark.tasks.defaults import default_model
     from hallmark.tasks.runner import TASK_CTX, TASK_SEQUENCES
 
+    if click.get_current_context().get_parameter_source("model") == click.core.ParameterSource.DEFAULT:
+        options["model"] = default_model(task)
     return load_model(options, default_ctx=TASK_CTX, max_sequences=TASK_SEQUENCES)
 
 
@@ -131,7 +136,7 @@ def translate(
     language_code(source), language_code(target)  # a bad code fails before the model loads
     content = _read_input(text, "the text to translate")
     sampling = _sampling(options)
-    llm = _load_for_tasks(options)
+    llm = _load_for_tasks(options, "translation")
     ends_with_newline = content.endswith("\n")
     result = run(
         content.removesuffix("\n"), target, source, model=llm, style=style, progress=True, **sampling
@@ -169,7 +174,7 @@ def summarize(file: str | None, length: str, style: str | None, as_json: bool, *
 
     content = _read_input(file, "the text to summarize")
     sampling = _sampling(options)
-    llm = _load_for_tasks(options)
+    llm = _load_for_tasks(options, "summarization")
     _emit(run(content, length, model=llm, style=style, progress=True, **sampling), as_json)
 
 
@@ -206,7 +211,7 @@ def ask(question: str, context_file: str | None, style: str | None, as_json: boo
             else _read_file(Path(context_file))
         )
     sampling = _sampling(options)
-    llm = _load_for_tasks(options)
+    llm = _load_for_tasks(options, "qa")
     _emit(run(question, context, model=llm, style=style, **sampling), as_json)
 
 
@@ -272,7 +277,7 @@ def eval_task(
 
     load_examples(task, data, 1)  # a bad file fails before the model loads
     sampling = _sampling(options)
-    llm = _load_for_tasks(options)
+    llm = _load_for_tasks(options, task)
     style = chosen_style(task, llm, style)
     prefix = out or f"hallmark-eval/{task}-{Path(data).stem}-{llm.name}-{style}"
     summary = evaluate(task, data, llm, limit, style, prefix, source, target, progress=True, **sampling)

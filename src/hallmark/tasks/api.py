@@ -69,7 +69,7 @@ def translate(
     src, tgt = language_code(source), language_code(to)
     if src == tgt:
         raise PromptError(f"the source and target language are the same ({src})")
-    m = resolve_model(model)
+    m = resolve_model(model, "translation")
     style = chosen_style("translation", m, style)
     params = task_params(params, sampling)
     lines = text.split("\n")
@@ -132,7 +132,7 @@ def summarize(
     for t in texts:
         _require_text(t, "the text to summarize")
     sentences = _sentences(length)
-    m = resolve_model(model)
+    m = resolve_model(model, "summarization")
     style = chosen_style("summarization", m, style)
     params = task_params(params, sampling)
     docs = [t.strip() for t in texts]
@@ -239,7 +239,7 @@ def answer(
         _require_text(q, "the question")
         if c is not None:
             _require_text(c, "the context")
-    m = resolve_model(model)
+    m = resolve_model(model, "qa")
     style = chosen_style("qa", m, style)
     params = task_params(params, sampling)
     prompts, limits, parts = [], [], []

@@ -384,6 +384,12 @@ CHOSEN: dict[tuple[str, str], str] = {
 
 
 def chosen_style(task: Task, model: Any, style: str | None = None) -> str:
-    """`style` if given (it must be one of the task's styles), else the default for the model's kind."""
+    """`style` if given (it must be one of the task's styles); else the style a fine-tuned model was
+    trained in for this task (its registry entry says); else the default for the model's kind."""
     check_style(task, style)
-    return style or CHOSEN[(task, model_kind(model))]
+    if style:
+        return style
+    trained = getattr(model, "registry", None)
+    if trained is not None and trained.task == task and trained.style in STYLES[task]:
+        return trained.style
+    return CHOSEN[(task, model_kind(model))]

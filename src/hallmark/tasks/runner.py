@@ -14,6 +14,7 @@ from hallmark.engine.sampling import SamplingParams, sampling_params
 from hallmark.errors import PromptError
 from hallmark.model import Model, load
 from hallmark.progress import progress_bar
+from hallmark.tasks.defaults import default_model
 from hallmark.tasks.prompts import TaskPrompt, model_kind
 
 # Task outputs decode greedily unless the caller asks for sampling: the most likely translation or
@@ -61,10 +62,15 @@ class TaskResult:
         }
 
 
-def resolve_model(model: Model | str | os.PathLike[str] | None, show_progress: bool = False) -> Model:
-    """A loaded model as it is, or load one by catalog name or path (None: the default model)."""
+def resolve_model(
+    model: Model | str | os.PathLike[str] | None, task: str | None = None, show_progress: bool = False
+) -> Model:
+    """A loaded model as it is, or load one by name or path (None: $HALLMARK_MODEL, else the best
+    installed model for `task`, hallmark.tasks.defaults)."""
     if isinstance(model, Model):
         return model
+    if model is None:
+        model = os.environ.get("HALLMARK_MODEL") or (default_model(task) if task else None)
     return load(model, n_ctx=TASK_CTX, max_sequences=TASK_SEQUENCES, show_progress=show_progress)
 
 
