@@ -105,7 +105,11 @@ def main() -> None:
     ap.add_argument("--ship", action="store_true", help="copy the adapter into src/hallmark/adapters/")
     ap.add_argument("--skip-train", action="store_true", help="score the adapter already registered")
     ap.add_argument("--skip-base", action="store_true", help="do not score the base model again")
+    ap.add_argument("--ship-only", action="store_true", help="ship the adapter measured last time")
     args = ap.parse_args()
+    if args.ship_only:
+        ship(args.recipe, RECIPES[args.recipe], json.loads(RESULTS.read_text())[args.recipe])
+        return
 
     import hallmark
     from hallmark.tasks.prompts import chosen_style
