@@ -57,7 +57,7 @@ RECIPES = {
         "task": "qa",
         "train": QA_TRAIN,
         "dev": QA_DEV,
-        "limit": 1500,
+        "limit": 1000,
         "dev_limit": 300,
     },
     "qa-gemma": {
