@@ -35,6 +35,16 @@ def _require_torch() -> None:
         ) from None
 
 
+def _start(options: dict[str, Any]) -> bool:
+    """What both commands do first: check the train extra, re-launch as torchrun ranks for
+    --nproc-per-node > 1 (this process then only waits for them); returns --json."""
+    _require_torch()
+    nproc = options.pop("nproc_per_node")
+    if nproc > 1:
+        relaunch_under_torchrun(nproc)
+    return options.pop("as_json")
+
+
 def nproc_option(f: Any) -> Any:
     return click.option(
         "--nproc-per-node",
@@ -123,13 +133,9 @@ def finetune(model: str, **options: Any) -> None:
       hallmark finetune smollm2 --data chats.jsonl --out smol-chat --merge q8_0
       hallmark finetune smollm2 --data chats.jsonl --out smol-chat --nproc-per-node 2
     """
-    _require_torch()
-    nproc = options.pop("nproc_per_node")
-    if nproc > 1:
-        relaunch_under_torchrun(nproc)
+    as_json = _start(options)
     from hallmark.train.finetune import finetune as run_finetune
 
-    as_json = options.pop("as_json")
     config = config_from_options(TrainConfig, options)
     lora = config_from_options(LoraSettings, options)
     result = run_finetune(
@@ -205,13 +211,9 @@ def pretrain(data: Path, **options: Any) -> None:
       hallmark pretrain books.txt --eval valid.txt --out tiny-books --max-steps 2000 --resume
       hallmark pretrain books.txt --out small-books --size small --nproc-per-node 8
     """
-    _require_torch()
-    nproc = options.pop("nproc_per_node")
-    if nproc > 1:
-        relaunch_under_torchrun(nproc)
+    as_json = _start(options)
     from hallmark.train.pretrain import pretrain as run_pretrain
 
-    as_json = options.pop("as_json")
     settings = config_from_options(PretrainSettings, options)
     result = run_pretrain(
         data,
