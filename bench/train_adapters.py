@@ -176,6 +176,7 @@ def ship(name: str, recipe: dict, entry: dict) -> None:
             "data_sha256": found.data_sha256,
             "task": recipe["task"],
             "style": "zeroshot",
+            "created": found.created,
             "recipe": found.recipe | {"command": entry["recipe"]["command"]},
             "metrics": {"dev": entry["tuned"]["zeroshot"]},
         }
