@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "finetune" / "translation" / "tatoeba_anki.train.en-fr.jsonl"
 RESULTS = ROOT / "bench" / "results" / "finetune.json"
 MODELS = ("smollm2-135m-instruct", "gemma-3-270m")
-WARMUP, TIMED = 2, 8  # optimizer steps
+WARMUP, TIMED = 1, 4  # optimizer steps
 BATCH, MICRO = 16, 8
 
 
