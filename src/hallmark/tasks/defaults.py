@@ -18,7 +18,8 @@ TASK_MODELS: dict[str, tuple[str, ...]] = {
     # 39.6/38.0/44.2, SmolLM2 about 16-17.
     "translation": ("translate-gemma", "gemma-3-270m", DEFAULT_MODEL),
     "summarization": (DEFAULT_MODEL,),
-    "qa": (DEFAULT_MODEL,),
+    # F1 on squad dev300: the SmolLM2 adapter 52.5 (zero-shot), gemma 1-shot 41.1, SmolLM2 3-shot 31.6.
+    "qa": ("qa-smollm2", "gemma-3-270m", DEFAULT_MODEL),
 }
 
 
