@@ -324,6 +324,7 @@ def test_finetune_errors_are_one_line(tmp_path: Path) -> None:
         (["--data", str(bad)], "bad.jsonl:2: unknown record format"),
         (["--data", str(tmp_path / "missing.jsonl")], "no such file"),
         (["--data", str(bad), "--output-dir", str(a_file / "x")], "cannot write to"),
+        (["--data", str(bad), "--max-length", "99999999999"], "longer than smollm2-135m-instruct's context"),
     ]
     for args, message in cases:
         proc = run_cli("finetune", "smollm2", "--out", "x", *args, env=env)

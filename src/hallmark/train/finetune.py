@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hallmark.backends import read_header
 from hallmark.catalog import resolve
 from hallmark.errors import HallmarkError
 from hallmark.model import Model, load
@@ -107,9 +108,13 @@ def finetune(
     t0 = time.perf_counter()
 
     base = resolve(model, show_progress=show_progress and dist.is_main)
+    # Checked against the file's header before a context of that size is allocated.
+    trained_ctx = read_header(base.path).n_ctx_train
+    if trained_ctx and max_length > trained_ctx:
+        raise HallmarkError(
+            f"--max-length {max_length} is longer than {base.name}'s context of {trained_ctx}"
+        )
     engine = load(base.path, n_ctx=max_length, watermark=None, show_progress=False)
-    if max_length > int(engine.backend.metadata().get(f"{engine.architecture}.context_length", max_length)):
-        raise HallmarkError(f"--max-length {max_length} is longer than {base.name}'s context")
     render = {"style": style, "source_lang": source_lang, "target_lang": target_lang}
     files = [data] if isinstance(data, str | os.PathLike) else list(data)
     if not files:
