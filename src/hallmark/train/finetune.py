@@ -35,7 +35,7 @@ from hallmark.registry import RegistryEntry, check_name, find, models_dir, regis
 from hallmark.train.config import LoraSettings, TrainConfig
 from hallmark.train.data import TASK_FORMATS, Example, file_sha256, load_examples
 from hallmark.train.distributed import Dist, has_bf16
-from hallmark.train.loop import TrainLoop, plot_history
+from hallmark.train.loop import TrainLoop, plot_history, result_dict, run_settings
 
 MERGE_QUANTS = ("f16", "q8_0", "q4_k_m")
 
@@ -53,9 +53,7 @@ class FinetuneResult:
     train_tokens: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("history")
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
+        return result_dict(self)
 
 
 def output_dir(name: str) -> Path:
@@ -142,7 +140,7 @@ def finetune(
     base_sha = model_sha256(base.path)
     run_id = hashlib.sha256(
         json.dumps(
-            [base_sha, data_sha, asdict(lora), _run_settings(config), max_length, limit, render]
+            [base_sha, data_sha, asdict(lora), run_settings(config), max_length, limit, render]
         ).encode()
     ).hexdigest()
 
@@ -218,7 +216,7 @@ def finetune(
             "data": [str(f) for f in files],
             "eval": str(eval_data) if eval_data else None,
             "lora": asdict(lora),
-            "train": _run_settings(config),
+            "train": run_settings(config),
             "max_length": max_length,
             "limit": limit,
             **render,
@@ -248,13 +246,6 @@ def _files_sha256(files: list[Any]) -> str:
     """One file's sha256, or the sha256 of the files' hashes in order."""
     hashes = [file_sha256(f) for f in files]
     return hashes[0] if len(hashes) == 1 else hashlib.sha256("\n".join(hashes).encode()).hexdigest()
-
-
-def _run_settings(config: TrainConfig) -> dict[str, Any]:
-    """The settings that decide the result (not `resume`, which only says where to start)."""
-    d = asdict(config)
-    d.pop("resume")
-    return d
 
 
 def _check_writable(out_dir: Path) -> None:

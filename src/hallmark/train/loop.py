@@ -405,6 +405,22 @@ def _optimizer_by_index(optimizer: dict[str, Any], names: list[str]) -> dict[str
     }
 
 
+def run_settings(config: TrainConfig) -> dict[str, Any]:
+    """The settings that decide a run's result (not `resume`, which only says where to start): what
+    a checkpoint's run id and the recipe record."""
+    d = asdict(config)
+    d.pop("resume")
+    return d
+
+
+def result_dict(result: Any) -> dict[str, Any]:
+    """A training result dataclass as JSON-ready data (`--json`, result.json): paths as strings,
+    without the step-by-step history (history.jsonl has it)."""
+    d = asdict(result)
+    d.pop("history")
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
+
+
 def _rng_state() -> dict[str, Any]:
     return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
 

@@ -62,7 +62,7 @@ from hallmark.train.config import SIZES, PretrainConfig, PretrainSettings, Train
 from hallmark.train.data import DataError, Example, file_sha256, read_records
 from hallmark.train.distributed import Dist, has_bf16
 from hallmark.train.export import QUANT_TYPES, write_full_model
-from hallmark.train.loop import TrainLoop, plot_history
+from hallmark.train.loop import TrainLoop, plot_history, result_dict, run_settings
 
 DEFAULTS = PretrainSettings()
 EVAL_BLOCKS = 32  # held-out blocks scored at each evaluation, spread over the eval file
@@ -81,9 +81,7 @@ class PretrainResult:
     train_tokens: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("history")
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
+        return result_dict(self)
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -223,7 +221,7 @@ def pretrain(
 
     shape = SIZES[size]
     data_sha = file_sha256(data)
-    settings = {k: v for k, v in asdict(config).items() if k != "resume"}  # resume only says where to start
+    settings = run_settings(config)
     run_id = hashlib.sha256(
         json.dumps([model_sha256(source.path), data_sha, asdict(shape), settings, seq_len, limit]).encode()
     ).hexdigest()
