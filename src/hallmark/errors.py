@@ -90,3 +90,11 @@ def check_unicode(text: str, what: str, error: type[HallmarkError] = PromptError
         text.encode("utf-8")
     except UnicodeEncodeError as e:
         raise error(f"{what} is not valid Unicode: a lone surrogate at character {e.start}") from None
+
+
+class GrammarError(HallmarkError, ValueError):
+    """A response format, JSON schema or grammar that is invalid or unsupported; `param` names it."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param

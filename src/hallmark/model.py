@@ -28,6 +28,7 @@ from hallmark.backends import AdapterSet, Backend, BackendConfig, Tokenizer, ada
 from hallmark.catalog import DEFAULT_MODEL, CatalogEntry, resolve
 from hallmark.engine.chat import FALLBACK_STOP, render_chat_segments, tokenize_chat
 from hallmark.engine.generate import generate_stream, in_order
+from hallmark.engine.grammar import Grammar, response_format_grammar
 from hallmark.engine.rails import DEFAULT_DISCLOSURE, NO_DISCLOSURE, Disclosure, asks_if_human
 from hallmark.engine.request import Request
 from hallmark.engine.results import GenerationResult, StreamChunk
@@ -301,14 +302,20 @@ class Model:
         *,
         stream: bool = False,
         params: SamplingParams | None = None,
+        response_format: Any = None,
         **sampling: Any,
     ) -> GenerationResult | Iterator[StreamChunk]:
         """Continue `prompt` (text, or token ids used as they are).
 
         Keyword arguments are SamplingParams fields (temperature, seed, stop, max_tokens, ...).
         With stream=True, returns an iterator of StreamChunk; the last one carries `.final`.
+        `response_format` constrains the output (engine/grammar.py): a JSON schema dict, a pydantic
+        model class, OpenAI's {"type": "json_object"} / {"type": "json_schema", ...}, or a Grammar;
+        the result's `.parsed` is then the output as a dict or a model instance.
         """
-        return self._run(self.prompt_request(prompt, sampling_params(params, **sampling)), stream)
+        grammar = response_format_grammar(response_format)
+        request = self.prompt_request(prompt, sampling_params(params, **sampling), grammar=grammar)
+        return self._run(request, stream)
 
     def chat(
         self,
@@ -316,10 +323,15 @@ class Model:
         *,
         stream: bool = False,
         params: SamplingParams | None = None,
+        response_format: Any = None,
         **sampling: Any,
     ) -> GenerationResult | Iterator[StreamChunk]:
-        """Answer the last message of a conversation ([{"role": ..., "content": ...}, ...])."""
-        return self._run(self.chat_request(messages, sampling_params(params, **sampling)), stream)
+        """Answer the last message of a conversation ([{"role": ..., "content": ...}, ...]).
+
+        `response_format` as for `generate`."""
+        grammar = response_format_grammar(response_format)
+        request = self.chat_request(messages, sampling_params(params, **sampling), grammar=grammar)
+        return self._run(request, stream)
 
     def generate_batch(
         self, prompts: Sequence[str | Sequence[int]], *, params: SamplingParams | None = None, **sampling: Any
@@ -342,7 +354,12 @@ class Model:
                 yield i, chunk.final
 
     def prompt_request(
-        self, prompt: str | Sequence[int], params: SamplingParams, *, screen: bool = True
+        self,
+        prompt: str | Sequence[int],
+        params: SamplingParams,
+        *,
+        screen: bool = True,
+        grammar: Grammar | None = None,
     ) -> Request:
         """A request to continue `prompt`, watermarked with this model's scheme unless params say not.
 
@@ -354,17 +371,26 @@ class Model:
         decision = (
             self.screen(prompt if isinstance(prompt, str) else self.detokenize(ids)) if screen else None
         )
-        return Request(ids, params, self._scheme_for(params), self.adapter_set, policy=decision)
+        return Request(
+            ids, params, self._scheme_for(params), self.adapter_set, policy=decision, grammar=grammar
+        )
 
     def chat_request(
-        self, messages: Sequence[Mapping[str, Any]], params: SamplingParams, *, conversation: bool = True
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        params: SamplingParams,
+        *,
+        conversation: bool = True,
+        grammar: Grammar | None = None,
     ) -> Request:
         """A request answering `messages` through the chat template.
 
         A conversation with a person (`conversation=True`, the default) is screened by the request
         policy (PolicyViolation if it refuses) and gets the model's disclosure: its instruction in
         the system prompt and the human-claim rail on the answer. Task prompts (translate,
-        summarize, answer) are not conversations and go as they are.
+        summarize, answer) are not conversations and go as they are. An answer constrained by a
+        `grammar` is data for a program, which the rail's rewriting would make invalid: it keeps the
+        disclosure instruction but not the rail.
         """
         if not self.chat_template:  # the plain fallback format ends a turn where the next "User:" starts
             params = params.with_overrides(stop=tuple(params.stop) + FALLBACK_STOP)
@@ -376,9 +402,10 @@ class Model:
             params,
             self._scheme_for(params),
             self.adapter_set,
-            human_claim_rail=disclosure.rail,
-            must_disclose=disclosure.rail and asks_if_human(_last_user_text(messages)),
+            human_claim_rail=disclosure.rail and grammar is None,
+            must_disclose=disclosure.rail and grammar is None and asks_if_human(_last_user_text(messages)),
             policy=decision,
+            grammar=grammar,
         )
 
     def screen(self, prompt: str | Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:

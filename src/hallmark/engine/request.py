@@ -19,6 +19,7 @@ import numpy as np
 
 from hallmark.backends.base import AdapterSet
 from hallmark.engine.detokenize import TextStream
+from hallmark.engine.grammar import Grammar, GrammarState
 from hallmark.engine.rails import HumanClaimRail
 from hallmark.engine.results import (
     GenerationResult,
@@ -81,6 +82,7 @@ class Request:
     human_claim_rail: bool = False  # rewrite first-person claims of being human (chat answers)
     must_disclose: bool = False  # the user asked whether they talk to a machine: the answer says so
     policy: dict[str, Any] | None = None  # the request policy's decision on its prompt (hallmark.policy)
+    grammar: Grammar | None = None  # what the output must be (JSON schema, grammar); engine/grammar.py
 
     # -- engine state -----------------------------------------------------------------------------
     status: RequestStatus = field(default=RequestStatus.WAITING, init=False)
@@ -103,6 +105,7 @@ class Request:
         )
         self.logprobs: list[TokenLogprob] | None = [] if self.params.logprobs is not None else None
         self.context = list(self.prompt_ids)  # prompt + output, for the penalties
+        self.grammar_state: GrammarState | None = None  # made at the first token (needs the tokenizer)
         self.prompt_ms = 0.0
         self._decode_start = 0.0
 
@@ -151,18 +154,28 @@ class Request:
 
         `tokenizer` gives the token's bytes and end-of-generation status (the backend).
         """
-        token = self.sampler.sample(logits, self.context, len(self.output_ids), self.watermarker)
+        allowed = None
+        if self.grammar is not None:
+            if self.grammar_state is None:
+                self.grammar_state = GrammarState(self.grammar, tokenizer)
+            allowed = self.grammar_state.allowed()
+        token = self.sampler.sample(logits, self.context, len(self.output_ids), self.watermarker, allowed)
         lp = self._logprob(logits, token, tokenizer) if self.logprobs is not None else None
-        if tokenizer.is_eog(token) and not self.params.ignore_eos:
+        # A grammar allows the end only where its output is complete; ignore_eos cannot apply then.
+        if tokenizer.is_eog(token) and (not self.params.ignore_eos or self.grammar is not None):
             self.stop_reason = StopReason.EOS
             return self._chunk(self.stream.finish(), [], None, model_name)
         self.output_ids.append(token)
         self.context.append(token)
+        if self.grammar_state is not None:
+            self.grammar_state.advance(token)
         if lp is not None:
             self.logprobs.append(lp)
         text = self.stream.push(tokenizer.token_bytes(token))
         if self.stream.stop_found is not None:
             self.stop_reason = StopReason.STOP_STRING
+        elif self.grammar_state is not None and self.grammar_state.complete:
+            self.stop_reason = StopReason.GRAMMAR_COMPLETE
         elif self.params.max_tokens is not None and len(self.output_ids) >= self.params.max_tokens:
             self.stop_reason = StopReason.MAX_TOKENS
         elif len(self.context) >= n_ctx:
@@ -192,6 +205,7 @@ class Request:
 
     def result(self, model_name: str) -> GenerationResult:
         assert self.stop_reason is not None
+        parsed, parse_error = self._parse()
         return GenerationResult(
             text=self.stream.text,
             token_ids=list(self.output_ids),
@@ -213,7 +227,20 @@ class Request:
             human_claims_replaced=self.rail.rewrites if self.rail is not None else 0,
             disclosure_added=self.rail.disclosed if self.rail is not None else False,
             policy=self.policy,
+            parsed=parsed,
+            parse_error=parse_error,
         )
+
+    def _parse(self) -> tuple[Any, str | None]:
+        """The output as the grammar's value (a dict, a pydantic instance); never a cut-off output."""
+        if self.grammar is None or self.grammar.parse is None:
+            return None, None
+        if self.stop_reason not in (StopReason.EOS, StopReason.GRAMMAR_COMPLETE):
+            return None, f"the output is incomplete: generation ended by {self.stop_reason.value}"
+        try:
+            return self.grammar.parse(self.stream.text), None
+        except ValueError as e:  # json.JSONDecodeError and pydantic's ValidationError are ValueErrors
+            return None, f"the output does not parse: {e}"
 
     def _watermark_info(self) -> WatermarkInfo:
         spec_id = self.watermark.spec.spec_id if self.watermark is not None else None
@@ -237,4 +264,5 @@ class Request:
             human_claim_rail=self.human_claim_rail,
             must_disclose=self.must_disclose,
             policy=self.policy,
+            grammar=self.grammar,
         )

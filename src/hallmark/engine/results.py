@@ -17,10 +17,11 @@ class StopReason(enum.StrEnum):
     STOP_STRING = "stop_string"
     MAX_TOKENS = "max_tokens"
     CONTEXT_FULL = "context_full"
+    GRAMMAR_COMPLETE = "grammar_complete"  # the output grammar admits nothing more
 
     @property
     def finish_reason(self) -> FinishReason:
-        return "stop" if self in (StopReason.EOS, StopReason.STOP_STRING) else "length"
+        return "length" if self in (StopReason.MAX_TOKENS, StopReason.CONTEXT_FULL) else "stop"
 
 
 @dataclass
@@ -98,6 +99,10 @@ class GenerationResult:
     disclosure_added: bool = False  # the rail put "I'm an AI" before an answer to "are you human?"
     provenance: dict[str, Any] | None = None  # the signed manifest (hallmark.provenance), once signed
     policy: dict[str, Any] | None = None  # the request policy's decision (None when it is off)
+    # With a JSON response_format: the output parsed (a dict, or the pydantic model's instance);
+    # None when it did not complete (finish_reason "length"), with the reason in parse_error.
+    parsed: Any = None
+    parse_error: str | None = None
 
     @property
     def completion_tokens(self) -> int:
@@ -126,6 +131,10 @@ class GenerationResult:
         }
         if self.logprobs is not None:
             out["logprobs"] = [asdict(lp) for lp in self.logprobs]
+        if self.parsed is not None or self.parse_error is not None:
+            dump = getattr(self.parsed, "model_dump", None)  # a pydantic model
+            out["parsed"] = dump(mode="json") if dump is not None else self.parsed
+            out["parse_error"] = self.parse_error
         return out
 
 

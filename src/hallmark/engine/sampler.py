@@ -1,7 +1,10 @@
-"""Turn next-token logits into a token: logit bias, penalties, temperature, top-k, top-p, min-p.
+"""Turn next-token logits into a token: logit bias, penalties, grammar mask, temperature, top-k,
+top-p, min-p.
 
-Order of the chain (as in Hugging Face and vLLM): bias and penalties on the raw logits, then
-temperature, then the top-k / top-p / min-p filters, then a draw from the seeded generator.
+Order of the chain (as in Hugging Face and vLLM): bias and penalties on the raw logits, then the
+grammar's mask (tokens that cannot continue a valid output get -inf; engine/grammar.py), then
+temperature, then the top-k / top-p / min-p filters, then a draw from the seeded generator or the
+watermark's choice; so both only ever see tokens the grammar allows.
 Log-probabilities reported to the user are those of the raw model distribution (vLLM's
 "raw_logprobs"), so they do not depend on the sampling settings.
 """
@@ -78,13 +81,17 @@ class Sampler:
         context: Sequence[int],
         n_generated: int,
         watermarker: SequenceWatermarker | None = None,
+        allowed: np.ndarray | None = None,
     ) -> int:
         """Choose the next token. `logits` may be a read-only view into the backend's buffer.
 
         With a watermarker, a biasing scheme (kgw) shifts the candidates' logits before the top-p
         and min-p filters; a choosing scheme (gumbel) makes the draw from the filtered distribution.
+        `allowed`: the only token ids that may be chosen (a grammar's mask), or None for all.
         """
         x = self.process(logits, context, n_generated) if self._needs_processing() else logits
+        if allowed is not None:
+            x = restrict(x, allowed)
         p = self.params
         if p.greedy:
             return int(np.argmax(x))
@@ -141,6 +148,9 @@ class Sampler:
         if p.min_p > 0.0:
             mask = probs >= p.min_p * probs[0]
             cand, probs = cand[mask], probs[mask]
+        elif probs[-1] == 0.0:  # masked (-inf) tokens among the top k: never candidates
+            keep = probs > 0.0
+            cand, probs = cand[keep], probs[keep]
         return cand, probs / probs.sum()
 
     @staticmethod
@@ -153,6 +163,13 @@ class Sampler:
         r = self.rng.random()
         idx = int(np.searchsorted(np.cumsum(probs), r, side="right"))
         return min(idx, probs.shape[0] - 1)
+
+
+def restrict(x: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """A copy of the logits with every token outside `allowed` (ids, non-empty) set to -inf."""
+    out = np.full(x.shape[0], -np.inf, dtype=np.float32)
+    out[allowed] = x[allowed]
+    return out
 
 
 def _k_largest(x: np.ndarray, k: int) -> np.ndarray:
