@@ -72,6 +72,7 @@ class Grammar:
             raise GrammarError(f"a JSON schema must be a JSON object, got {type(schema).__name__}", param)
         text = json.dumps(schema, ensure_ascii=False)
         _check_size(text, param)
+        schema = closed_objects(schema)
         definition = _compile(
             lambda: llguidance.LLMatcher.grammar_from_json_schema(schema, JSON_OPTIONS), param
         )
@@ -164,6 +165,47 @@ class GrammarState:
     def _check(self) -> None:
         if self.matcher.is_error():
             raise GrammarError(f"constrained decoding failed: {self.matcher.get_error()}", None)
+
+
+def closed_objects(schema: Any) -> Any:
+    """The schema with `additionalProperties: false` wherever an object lists its properties and
+    says nothing about others (as xgrammar's strict mode and Outlines do; OpenAI's strict mode
+    requires it to be written). JSON Schema allows extra keys by default, and a small model given
+    that freedom invents keys until max_tokens; every output is still valid under the original."""
+    if isinstance(schema, list):
+        return [closed_objects(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = dict(schema)
+    for key in _SUBSCHEMA_MAPS:
+        if isinstance(out.get(key), dict):
+            out[key] = {name: closed_objects(s) for name, s in out[key].items()}
+    for key in _SUBSCHEMAS:
+        if key in out:
+            out[key] = closed_objects(out[key])
+    open_keys = ("additionalProperties", "patternProperties", "unevaluatedProperties")
+    if isinstance(out.get("properties"), dict) and not any(k in out for k in open_keys):
+        out["additionalProperties"] = False
+    return out
+
+
+# Keywords whose value is a map of names to subschemas, and those holding a subschema or a list.
+_SUBSCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+_SUBSCHEMAS = (
+    "items",
+    "prefixItems",
+    "additionalItems",
+    "contains",
+    "anyOf",
+    "oneOf",
+    "allOf",
+    "not",
+    "if",
+    "then",
+    "else",
+    "additionalProperties",
+    "propertyNames",
+)
 
 
 # -- llguidance's view of a tokenizer -------------------------------------------------------------
