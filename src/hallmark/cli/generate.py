@@ -15,8 +15,10 @@ import click
 
 from hallmark.cli.options import (
     envvar,
+    grammar_from,
     load_model,
     model_options,
+    output_format_options,
     policy_option,
     sampling_options,
     sampling_params_from,
@@ -70,6 +72,16 @@ def _write_manifests(path: str | None, manifests: list[dict[str, Any]]) -> None:
         raise HallmarkError(f"cannot write the provenance manifest to {path}: {e.strerror}") from e
 
 
+def _check_complete(result: Any, grammar: Any) -> None:
+    """A constrained output cut short by max_tokens or the full context is not valid: the text
+    printed so far stays, and the command fails with a one-line error (never a silent truncation)."""
+    if grammar is not None and result.finish_reason == "length":
+        raise HallmarkError(
+            f"the output is incomplete under the {grammar.kind.replace('_', ' ')}: generation ended by "
+            f"{result.stop_reason.value.replace('_', ' ')}; raise --max-tokens"
+        )
+
+
 def _print_stats(result: Any) -> None:
     t = result.timings
     click.echo(
@@ -85,6 +97,7 @@ def _print_stats(result: Any) -> None:
 @model_options
 @policy_option
 @sampling_options
+@output_format_options
 @click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON object (text, tokens, finish reason, timings)."
 )
@@ -103,18 +116,23 @@ def generate(
       hallmark generate -m gemma-3-270m "Water boils at" --seed 7 --logprobs 3 --json
       hallmark generate "Breaking news:" --temperature 1 --provenance news.json > news.txt
       hallmark generate --policy my-policy.yaml "Write a product description for a kettle."
+      hallmark generate "A JSON record of a cat:" --json-schema cat.schema.json
+      hallmark generate "Is water wet? Answer:" --grammar yes-no.gbnf
     """
     params = sampling_params_from(options)
+    grammar = grammar_from(options)
     text = _read_prompt(prompt)
     llm = load_model(options)
     if as_json:
-        result = llm.generate(text, params=params)
+        result = llm.generate(text, params=params, response_format=grammar)
         click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+        _check_complete(result, grammar)
     else:
-        result = _stream_to_terminal(llm.generate(text, params=params, stream=True))
+        result = _stream_to_terminal(llm.generate(text, params=params, response_format=grammar, stream=True))
         if verbose:
             _print_stats(result)
     _write_manifests(provenance_file, [result.provenance])
+    _check_complete(result, grammar)
 
 
 _CHAT_HELP = "Commands: /reset clears the conversation, /exit (or Ctrl-D) quits, /help shows this."
@@ -125,6 +143,7 @@ _CHAT_HELP = "Commands: /reset clears the conversation, /exit (or Ctrl-D) quits,
 @model_options
 @policy_option
 @sampling_options
+@output_format_options
 @click.option(
     "-s", "--system", default=None, envvar=envvar("system"), show_envvar=True, help="System prompt."
 )
@@ -152,8 +171,11 @@ def chat(
       hallmark chat --system "Answer in one sentence." --temperature 0.3
       printf 'Hi!\\nWhat did I just say?\\n' | hallmark chat
       hallmark chat --policy off "Reply in one word."   # no request screening (disclosure stays)
+      hallmark chat "Extract the people named: Ada met Alan in Paris." --json-schema people.json
+      hallmark chat --json-object "Describe a cat as JSON with name and colour."
     """
     params = sampling_params_from(options)
+    grammar = grammar_from(options)
     llm = load_model(options)
     history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
     manifests: list[dict[str, Any]] = []
@@ -161,15 +183,18 @@ def chat(
     def reply(user_text: str) -> None:
         history.append({"role": "user", "content": user_text})
         if as_json:
-            result = llm.chat(history, params=params)
+            result = llm.chat(history, params=params, response_format=grammar)
             click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
         else:
-            result = _stream_to_terminal(llm.chat(history, params=params, stream=True))
-        history.append({"role": "assistant", "content": result.text})
+            result = _stream_to_terminal(
+                llm.chat(history, params=params, response_format=grammar, stream=True)
+            )
         manifests.append(result.provenance)
         _write_manifests(provenance_file, manifests)
         if verbose:
             _print_stats(result)
+        _check_complete(result, grammar)  # an incomplete answer does not join the history
+        history.append({"role": "assistant", "content": result.text})
 
     if message is not None:
         reply(message)

@@ -317,3 +317,80 @@ def sampling_params_from(options: dict[str, Any]) -> SamplingParams:
             value = None  # the flag's 0 is the API's None: until the context is full
         overrides[fld.name] = value
     return SamplingParams().with_overrides(**overrides)
+
+
+# -- structured output -------------------------------------------------------------------------------
+def output_format_options(f: F) -> F:
+    """--json-schema FILE, --json-object and --grammar FILE: what the output must be."""
+    return _apply(
+        f,
+        [
+            click.option(
+                "--json-schema",
+                "json_schema_file",
+                type=click.Path(dir_okay=False),
+                default=None,
+                envvar=envvar("json_schema"),
+                show_envvar=True,
+                help="Constrain the output to JSON valid under the JSON schema in this file.",
+            ),
+            click.option(
+                "--json-object",
+                is_flag=True,
+                default=False,
+                envvar=envvar("json_object"),
+                show_envvar=True,
+                help="Constrain the output to a JSON object (JSON mode).",
+            ),
+            click.option(
+                "--grammar",
+                "grammar_file",
+                type=click.Path(dir_okay=False),
+                default=None,
+                envvar=envvar("grammar"),
+                show_envvar=True,
+                help="Constrain the output to a grammar: a GBNF file (llama.cpp's, .gbnf) or a Lark "
+                "file (llguidance's dialect, .lark); other names are read as GBNF when they use '::='.",
+            ),
+        ],
+    )
+
+
+def grammar_from(options: dict[str, Any]) -> Any:
+    """The Grammar the output-format flags ask for (popped from `options`), or None."""
+    from hallmark.engine.grammar import Grammar  # llguidance loads only when a command runs
+
+    schema_file = options.pop("json_schema_file", None)
+    json_object = options.pop("json_object", False)
+    grammar_file = options.pop("grammar_file", None)
+    given = [
+        name
+        for name, v in (
+            ("--json-schema", schema_file),
+            ("--json-object", json_object),
+            ("--grammar", grammar_file),
+        )
+        if v
+    ]
+    if len(given) > 1:
+        raise click.UsageError(f"give one of {', '.join(given)}, not several")
+    if json_object:
+        return Grammar.json_object()
+    if schema_file:
+        return Grammar.json_schema(_read_text(schema_file, "JSON schema"), param="--json-schema")
+    if grammar_file:
+        suffix = grammar_file.rsplit(".", 1)[-1].lower() if "." in grammar_file else ""
+        kind = suffix if suffix in ("gbnf", "lark") else None
+        return Grammar.from_grammar(_read_text(grammar_file, "grammar"), kind, param="--grammar")
+    return None
+
+
+def _read_text(path: str, what: str) -> str:
+    from hallmark.errors import HallmarkError
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) else "it is not UTF-8 text"
+        raise HallmarkError(f"cannot read the {what} file {path}: {reason}") from e
