@@ -187,11 +187,27 @@ def test_repeated_contexts_are_not_watermarked_twice_by_gumbel():
     wm = SequenceWatermarker(make_scheme(spec, _key(0).secret))
     rng = np.random.default_rng(0)
     cand, probs = np.array([1, 2, 3]), np.array([0.5, 0.3, 0.2])
+    for i in range(SequenceWatermarker.RANDOM_START):  # the random start: the first choices are drawn
+        assert wm.pick(cand, probs, [0, 1, 2, i], rng, n_generated=i) is None
     assert wm.pick(cand, probs, [7, 8, 9, 10], rng, n_generated=4) is not None
     assert wm.pick(cand, probs, [6, 7, 9, 10], rng, n_generated=5) is None  # same last-2 context
     assert wm.pick(cand, probs, [8, 9, 10, 11], rng, n_generated=6) is not None
-    assert wm.pick(cand, probs, [1, 2, 3, 4], rng, n_generated=1) is None  # first tokens: seeded draw
-    assert (wm.marked, wm.unmarked) == (2, 2)
+    assert wm.pick(cand, probs, [1, 2, 3, 4], rng, n_generated=1) is None  # context not yet generated
+    assert (wm.marked, wm.unmarked) == (2, 4 + 1 + 1)
+
+
+def test_random_start_counts_choices_not_forced_tokens():
+    """A grammar's forced tokens ('{"story": "') are no choice: the seeded random start begins at
+    the first tokens with two or more candidates, so different seeds give different texts."""
+    spec = WatermarkSpec.create("gumbel", _key(0).key_id, "ade6dc1a204a04a9")
+    wm = SequenceWatermarker(make_scheme(spec, _key(0).secret))
+    rng = np.random.default_rng(0)
+    for n in range(6):
+        assert wm.pick(np.array([5]), np.array([1.0]), [1, 2, 3, n], rng, n_generated=n) is None
+    cand, probs = np.array([1, 2, 3]), np.array([0.5, 0.3, 0.2])
+    picks = [wm.pick(cand, probs, [9, 9, 9, 20 + n], rng, n_generated=6 + n) for n in range(6)]
+    assert picks[: SequenceWatermarker.RANDOM_START] == [None] * SequenceWatermarker.RANDOM_START
+    assert None not in picks[SequenceWatermarker.RANDOM_START :]
 
 
 def test_kgw_keeps_biasing_repeated_contexts():

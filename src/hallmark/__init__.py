@@ -24,6 +24,8 @@ _EXPORTS: dict[str, str] = {
     "DetectionError": "hallmark.errors",
     "DetectionResult": "hallmark.watermark.detect",
     "GenerationResult": "hallmark.engine.results",
+    "Grammar": "hallmark.engine.grammar",
+    "GrammarError": "hallmark.errors",
     "HallmarkError": "hallmark.errors",
     "InvalidSamplingError": "hallmark.errors",
     "Model": "hallmark.model",

@@ -163,6 +163,8 @@ class SequenceWatermarker:
     (key, context), so without this the same prompt would always give the same text whatever the
     seed. With a 2-token context, 2 random tokens were often the same for different seeds (a
     peaked start such as " with the"), so the random start is 4 tokens; about 2% of a 200-token text.
+    They are the first 4 tokens that had a choice (two or more candidates): a JSON schema's output
+    starts with forced tokens ('{"story": "'), and counting those, every seed gave the same text.
     """
 
     RANDOM_START = 4
@@ -172,6 +174,7 @@ class SequenceWatermarker:
         self.seen: set[tuple[int, ...]] = set()
         self.marked = 0
         self.unmarked = 0
+        self.choices = 0  # tokens sampled from two or more candidates so far
 
     def pick(
         self,
@@ -185,7 +188,11 @@ class SequenceWatermarker:
         w = self.scheme.width
         if self.scheme.biases_logits:
             return None  # the watermark is already in the distribution the sampler draws from
-        if n_generated < max(w, self.RANDOM_START) or cand.shape[0] < 2:
+        if cand.shape[0] < 2:  # a forced token (a peaked distribution, or a grammar) is no choice
+            self.unmarked += 1
+            return None
+        self.choices += 1
+        if self.choices <= self.RANDOM_START or n_generated < w:
             self.unmarked += 1
             return None
         ctx = tuple(context[-w:])

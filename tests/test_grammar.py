@@ -1,0 +1,290 @@
+"""Constrained decoding (engine/grammar.py): outputs are valid, the mask acts before the filters
+and the watermark, the distribution over allowed tokens is the renormalised one, bad grammars fail
+before any token, and constrained output is still watermarked.
+
+Oracles: the `jsonschema` package validates outputs against their schemas; a chi-square test
+checks the sampler's draws against the softmax renormalised over the allowed tokens.
+"""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import numpy as np
+import pytest
+from pydantic import BaseModel, Field
+
+import hallmark
+from hallmark.backends.fake import FakeBackend
+from hallmark.engine.grammar import Grammar, GrammarState, closed_objects
+from hallmark.engine.sampler import Sampler
+from hallmark.engine.sampling import SamplingParams
+from hallmark.errors import GrammarError
+from hallmark.model import Model
+from hallmark.watermark import SequenceWatermarker, WatermarkSpec, make_scheme
+from tests.conftest import run_cli
+
+ORDER = {
+    "type": "object",
+    "properties": {
+        "customer": {
+            "type": "object",
+            "properties": {"name": {"type": "string", "maxLength": 12}, "vip": {"type": "boolean"}},
+            "required": ["name", "vip"],
+        },
+        "items": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "sku": {"type": "string", "pattern": "^[A-Z]{3}-[0-9]{2}$"},
+                    "qty": {"type": "integer", "minimum": 1, "maximum": 99},
+                },
+                "required": ["sku", "qty"],
+            },
+            "minItems": 1,
+            "maxItems": 3,
+        },
+        "status": {"enum": ["open", "paid", "shipped"]},
+    },
+    "required": ["customer", "items", "status"],
+}
+
+
+def fake_model(**kw) -> Model:
+    return Model(FakeBackend(n_ctx=512, max_sequences=4, **kw), "fake")
+
+
+# -- outputs ---------------------------------------------------------------------------------------
+def test_every_finished_output_is_valid_under_the_schema():
+    model = fake_model()
+    finished = 0
+    for seed in range(24):
+        r = model.generate("order:", response_format=ORDER, seed=seed, max_tokens=200, temperature=1.0)
+        if r.finish_reason == "length":
+            assert r.parsed is None and "incomplete" in r.parse_error
+            continue
+        finished += 1
+        jsonschema.validate(json.loads(r.text), ORDER)
+        assert r.parsed == json.loads(r.text)
+        assert r.stop_reason in ("grammar_complete", "eos")
+    assert finished >= 18  # a few draw EOS-like long runs until max_tokens
+
+
+def test_length_before_completion_is_reported_not_parsed():
+    r = fake_model().generate("x", response_format=ORDER, seed=1, max_tokens=5)
+    assert r.finish_reason == "length" and r.stop_reason == "max_tokens"
+    assert r.parsed is None and r.parse_error.startswith("the output is incomplete")
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(r.text)
+
+
+def test_grammar_completion_stops_generation_without_eos():
+    model = fake_model(eos_after=10_000)  # the fake model would never end by itself
+    r = model.generate(
+        "x", response_format=Grammar.from_grammar('root ::= "yes" | "no"'), seed=3, max_tokens=50
+    )
+    assert r.text in ("yes", "no") and r.stop_reason == "grammar_complete" and r.finish_reason == "stop"
+
+
+def test_lark_and_gbnf_grammars():
+    model = fake_model()
+    lark = Grammar.from_grammar('start: "id-" /[0-9]{3}/')
+    gbnf = Grammar.from_grammar('root ::= "id-" [0-9] [0-9] [0-9]')
+    assert (lark.kind, gbnf.kind) == ("lark", "gbnf")
+    for grammar in (lark, gbnf):
+        for seed in range(4):
+            text = model.generate("x", response_format=grammar, seed=seed, max_tokens=20).text
+            assert len(text) == 6 and text.startswith("id-") and text[3:].isdigit()
+
+
+def test_greedy_takes_the_most_likely_allowed_token():
+    """Masking happens before the choice: greedy picks the argmax among allowed tokens, which is
+    not the unconstrained argmax here."""
+    backend = FakeBackend(n_ctx=128)
+    prompt = backend.tokenize("x", add_special=False)
+    logits = backend.decode([hallmark.backends.base.SequenceInput(0, prompt)])[0][-1]
+    backend.free(0)
+    grammar = Grammar.from_grammar('root ::= [a-f] "!"')
+    allowed = GrammarState(grammar, backend).allowed()
+    assert sorted(allowed) == [ord(c) for c in "abcdef"]
+    expect = int(allowed[np.argmax(logits[allowed])])
+    assert expect != int(np.argmax(logits))
+    r = Model(backend, "fake").generate(prompt, response_format=grammar, temperature=0, max_tokens=5)
+    assert r.token_ids[0] == expect and r.text == chr(expect) + "!"
+
+
+def test_masked_draws_follow_the_renormalised_distribution():
+    logits = np.log(np.array([0.4, 0.3, 0.1, 0.1, 0.05, 0.05], dtype=np.float32))
+    allowed = np.array([1, 3, 5])
+    s = Sampler(SamplingParams(temperature=1.0, top_k=40, top_p=1.0, min_p=0.0), seed=7)
+    n = 20_000
+    counts = np.bincount([s.sample(logits, [], 0, None, allowed) for _ in range(n)], minlength=6)
+    assert counts[[0, 2, 4]].sum() == 0
+    p = np.array([0.3, 0.1, 0.05]) / 0.45
+    expected = p * n
+    chi2 = float(((counts[allowed] - expected) ** 2 / expected).sum())
+    assert chi2 < 13.82  # chi-square, 2 degrees of freedom, p = 0.001
+
+
+@pytest.mark.parametrize("scheme", ["gumbel", "kgw"])
+def test_watermark_only_chooses_allowed_tokens(scheme):
+    rng = np.random.default_rng(0)
+    spec = WatermarkSpec.create(scheme, "a" * 12, "f" * 16)
+    wm = SequenceWatermarker(make_scheme(spec, b"s" * 32))
+    s = Sampler(SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0), seed=1)
+    context = list(range(10))
+    for step in range(300):
+        logits = rng.normal(size=300).astype(np.float32)
+        allowed = np.sort(rng.choice(300, size=int(rng.integers(1, 8)), replace=False))
+        token = s.sample(logits, context, 10 + step, wm, allowed)
+        assert token in allowed
+        context.append(token)
+
+
+def test_top_k_smaller_than_the_allowed_set_and_min_p_still_stay_inside_it():
+    logits = np.arange(50, dtype=np.float32)  # token 49 most likely
+    allowed = np.array([0, 1, 2])
+    for params in (
+        SamplingParams(temperature=1.0, top_k=2, top_p=0.5, min_p=0.3),
+        SamplingParams(temperature=2.0, top_k=1),
+        SamplingParams(temperature=0.5, top_k=0, top_p=0.9, min_p=0.0),
+    ):
+        s = Sampler(params, seed=2)
+        assert {s.sample(logits, [], 0, None, allowed) for _ in range(100)} <= {0, 1, 2}
+
+
+# -- bad input ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("response_format", "message"),
+    [
+        ({"type": "objekt"}, "Invalid type"),
+        ({"type": "string", "pattern": "[a-"}, "unclosed character class"),
+        ({"$ref": "#/$defs/missing"}, "does not exist"),
+        ([1, 2], "must be a JSON object"),
+        ('{"type": ', "not valid JSON"),
+        ({"type": "json_schema", "json_schema": {"name": "x"}}, "json_schema.schema"),
+    ],
+)
+def test_invalid_schema_fails_before_any_token(response_format, message):
+    model = fake_model()
+    with pytest.raises(GrammarError, match=message) as e:
+        model.generate("x", response_format=response_format)
+    assert e.value.param == "response_format"
+    assert model.backend.calls == []  # nothing was decoded
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["root ::= [a-", "start: (", "", "root ::= undefined_rule", 'start: "a"\nstart: "b" "'],
+)
+def test_grammar_that_does_not_parse_is_refused(text):
+    with pytest.raises(GrammarError) as e:
+        Grammar.from_grammar(text)
+    assert e.value.param == "grammar" and str(e.value)
+
+
+def test_oversized_schema_is_refused():
+    big = {"type": "object", "properties": {f"field_{i}": {"type": "string"} for i in range(20_000)}}
+    with pytest.raises(GrammarError, match="at most"):
+        Grammar.json_schema(big)
+
+
+def test_listed_properties_close_the_object_unless_the_schema_opens_it():
+    closed = closed_objects(ORDER)
+    assert closed["additionalProperties"] is False
+    assert closed["properties"]["customer"]["additionalProperties"] is False
+    assert closed["properties"]["items"]["items"]["additionalProperties"] is False
+    opened = closed_objects(
+        {"type": "object", "properties": {"a": {}}, "additionalProperties": {"type": "integer"}}
+    )
+    assert opened["additionalProperties"] == {"type": "integer"}
+    named = closed_objects({"properties": {"properties": {"type": "string"}}})  # a field named "properties"
+    assert named == {"properties": {"properties": {"type": "string"}}, "additionalProperties": False}
+    assert closed_objects({"type": "object"}) == {"type": "object"}  # JSON mode: any object
+
+
+# -- real models ----------------------------------------------------------------------------------
+class City(BaseModel):
+    name: str
+    country: str
+    population_millions: float = Field(ge=0)
+    landmarks: list[str] = Field(max_length=3)
+
+
+def test_pydantic_model_gives_a_parsed_instance(smollm2):
+    r = smollm2.chat(
+        [
+            {
+                "role": "user",
+                "content": "Describe Paris as JSON with its name, country, population and landmarks.",
+            }
+        ],
+        response_format=City,
+        seed=4,
+        max_tokens=120,
+    )
+    assert r.finish_reason == "stop", r.text
+    assert isinstance(r.parsed, City) and r.parsed == City.model_validate_json(r.text)
+    assert r.to_dict()["parsed"] == r.parsed.model_dump(mode="json")
+    assert r.human_claims_replaced == 0 and r.watermark.applied
+
+
+def test_gemma_chat_grammar_ends_at_its_end_of_turn_token(gemma):
+    schema = {"type": "object", "properties": {"answer": {"enum": ["yes", "no"]}}, "required": ["answer"]}
+    r = gemma.generate(
+        "Question: is ice cold? Reply in JSON.\n", response_format=schema, seed=1, max_tokens=30
+    )
+    assert r.finish_reason == "stop" and r.parsed in ({"answer": "yes"}, {"answer": "no"})
+
+
+def test_constrained_output_is_still_watermarked(smollm2):
+    schema = {
+        "type": "object",
+        "properties": {
+            "title": {"type": "string", "maxLength": 60},
+            "story": {"type": "string", "minLength": 500},
+        },
+        "required": ["title", "story"],
+    }
+    prompt = [
+        {
+            "role": "user",
+            "content": "Write a short story in plain prose about a lighthouse keeper who finds a message in "
+            "a bottle. Answer as JSON with a title and the story.",
+        }
+    ]
+    for seed in (1, 2):
+        r = smollm2.chat(prompt, response_format=schema, seed=seed, temperature=1.0, max_tokens=200)
+        assert r.watermark.applied and r.watermark.watermarked_tokens > 20
+        found = hallmark.detect(r.text, model=smollm2.path, spec=smollm2.watermark_spec)
+        assert found.p_value < 1e-4, (found.p_value, r.text)
+
+
+# -- CLI ------------------------------------------------------------------------------------------
+def test_cli_json_schema_and_grammar(tmp_path, smollm2_path):
+    schema = tmp_path / "cat.json"
+    schema.write_text(json.dumps({"type": "object", "properties": {"colour": {"enum": ["black", "white"]}}}))
+    done = run_cli("generate", "-m", str(smollm2_path), "A cat:", "--json-schema", str(schema), "--seed", "1")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) in ({}, {"colour": "black"}, {"colour": "white"})
+    yes_no = tmp_path / "yes-no.gbnf"
+    yes_no.write_text('root ::= " yes" | " no"\n')
+    done = run_cli("generate", "-m", str(smollm2_path), "Is ice cold?", "--grammar", str(yes_no), "--json")
+    assert done.returncode == 0 and json.loads(done.stdout)["text"] in (" yes", " no")
+
+
+def test_cli_bad_or_incomplete_structured_output_is_one_line(tmp_path, smollm2_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"type": "objekt"}')
+    done = run_cli("generate", "-m", str(smollm2_path), "x", "--json-schema", str(bad))
+    assert done.returncode == 1 and done.stderr.strip().splitlines() == [
+        "error: invalid or unsupported JSON schema: Invalid type: objekt"
+    ]
+    done = run_cli("chat", "-m", str(smollm2_path), "x", "--json-object", "--grammar", str(bad))
+    assert done.returncode == 2 and "not several" in done.stderr
+    done = run_cli(
+        "generate", "-m", str(smollm2_path), "x", "--json-object", "--max-tokens", "2", "--seed", "1"
+    )
+    assert done.returncode == 1 and done.stderr.strip().endswith("raise --max-tokens")
