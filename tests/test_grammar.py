@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 import hallmark
 from hallmark.backends.fake import FakeBackend
 from hallmark.engine.grammar import Grammar, GrammarState, closed_objects
-from hallmark.engine.sampler import Sampler
+from hallmark.engine.sampler import Sampler, TokenMask, restrict
 from hallmark.engine.sampling import SamplingParams
 from hallmark.errors import GrammarError
 from hallmark.model import Model
@@ -107,8 +107,8 @@ def test_greedy_takes_the_most_likely_allowed_token():
     logits = backend.decode([hallmark.backends.base.SequenceInput(0, prompt)])[0][-1]
     backend.free(0)
     grammar = Grammar.from_grammar('root ::= [a-f] "!"')
-    allowed = GrammarState(grammar, backend).allowed()
-    assert sorted(allowed) == [ord(c) for c in "abcdef"]
+    allowed = GrammarState(grammar, backend).allowed().ids()
+    assert allowed.tolist() == [ord(c) for c in "abcdef"]
     expect = int(allowed[np.argmax(logits[allowed])])
     assert expect != int(np.argmax(logits))
     r = Model(backend, "fake").generate(prompt, response_format=grammar, temperature=0, max_tokens=5)
@@ -118,9 +118,10 @@ def test_greedy_takes_the_most_likely_allowed_token():
 def test_masked_draws_follow_the_renormalised_distribution():
     logits = np.log(np.array([0.4, 0.3, 0.1, 0.1, 0.05, 0.05], dtype=np.float32))
     allowed = np.array([1, 3, 5])
+    mask = TokenMask.from_ids(allowed, 6)
     s = Sampler(SamplingParams(temperature=1.0, top_k=40, top_p=1.0, min_p=0.0), seed=7)
     n = 20_000
-    counts = np.bincount([s.sample(logits, [], 0, None, allowed) for _ in range(n)], minlength=6)
+    counts = np.bincount([s.sample(logits, [], 0, None, mask) for _ in range(n)], minlength=6)
     assert counts[[0, 2, 4]].sum() == 0
     p = np.array([0.3, 0.1, 0.05]) / 0.45
     expected = p * n
@@ -138,14 +139,14 @@ def test_watermark_only_chooses_allowed_tokens(scheme):
     for step in range(300):
         logits = rng.normal(size=300).astype(np.float32)
         allowed = np.sort(rng.choice(300, size=int(rng.integers(1, 8)), replace=False))
-        token = s.sample(logits, context, 10 + step, wm, allowed)
+        token = s.sample(logits, context, 10 + step, wm, TokenMask.from_ids(allowed, 300))
         assert token in allowed
         context.append(token)
 
 
 def test_top_k_smaller_than_the_allowed_set_and_min_p_still_stay_inside_it():
     logits = np.arange(50, dtype=np.float32)  # token 49 most likely
-    allowed = np.array([0, 1, 2])
+    allowed = TokenMask.from_ids([0, 1, 2], 50)
     for params in (
         SamplingParams(temperature=1.0, top_k=2, top_p=0.5, min_p=0.3),
         SamplingParams(temperature=2.0, top_k=1),
@@ -153,6 +154,38 @@ def test_top_k_smaller_than_the_allowed_set_and_min_p_still_stay_inside_it():
     ):
         s = Sampler(params, seed=2)
         assert {s.sample(logits, [], 0, None, allowed) for _ in range(100)} <= {0, 1, 2}
+
+
+# 25 and 500 allowed tokens of 50k are below SPARSE_MASK (the whole mask), 15k and 48k above.
+@pytest.mark.parametrize("density", [0.0005, 0.01, 0.3, 0.97])
+def test_top_k_restriction_equals_masking_the_whole_vocabulary(density):
+    """restrict(x, mask, k) looks only for the top-k allowed tokens; the sampler's candidates and
+    probabilities must be those of the fully masked logits."""
+    rng = np.random.default_rng(int(density * 1e4))
+    n = 50_000
+    for _ in range(20):
+        x = (rng.standard_normal(n) * 3).astype(np.float32)
+        ids = np.flatnonzero(rng.random(n) < density)
+        ids = ids if ids.size else np.array([int(rng.integers(n))])
+        mask = TokenMask.from_ids(ids, n)
+        assert mask.count == ids.size and mask.ids().tolist() == ids.tolist()
+        full = np.full(n, -np.inf, dtype=np.float32)
+        full[ids] = x[ids]
+        for params in (
+            SamplingParams(temperature=0.7, top_k=40, top_p=0.9, min_p=0.05),
+            SamplingParams(temperature=1.0, top_k=5, top_p=1.0, min_p=0.0),
+        ):
+            s = Sampler(params, seed=0)
+            restricted, top_ids = restrict(x, mask, params.top_k)
+            assert set(top_ids.tolist()) <= set(ids.tolist()) and top_ids.size >= min(params.top_k, ids.size)
+            cand_a, probs_a = s.filtered_distribution(restricted, support=top_ids)
+            cand_b, probs_b = s.filtered_distribution(full)
+            cand_c, _ = s.filtered_distribution(full, support=ids)  # the whole allowed set as support
+            assert cand_c.tolist() == cand_b.tolist()
+            assert cand_a.tolist() == cand_b.tolist()
+            np.testing.assert_allclose(probs_a, probs_b, rtol=1e-9)
+        greedy = Sampler(SamplingParams(temperature=0), seed=0)
+        assert greedy.sample(x, [], 0, None, mask) == int(ids[np.argmax(x[ids])])
 
 
 # -- bad input ------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ import numpy as np
 from llguidance.gbnf_to_lark import any_to_lark
 
 from hallmark.backends.base import Tokenizer
+from hallmark.engine.sampler import TokenMask
 from hallmark.errors import GrammarError
 
 # JSON is written compactly, with the separators json.dumps uses: a small model given free
@@ -145,12 +146,11 @@ class GrammarState:
         self._check()
         self._bits = np.zeros((self.n_vocab + 31) // 32, dtype=np.int32)
 
-    def allowed(self) -> np.ndarray:
-        """Ids of the tokens that can come next (end-of-generation tokens when the grammar may end)."""
+    def allowed(self) -> TokenMask:
+        """The tokens that can come next (end-of-generation tokens where the grammar may end)."""
         self.matcher.unsafe_compute_mask_ptr(self._bits.ctypes.data, self._bits.nbytes)
         self._check()
-        bits = np.unpackbits(self._bits.view(np.uint8), bitorder="little", count=self.n_vocab)
-        return np.flatnonzero(bits)
+        return TokenMask(self._bits, self.n_vocab)
 
     def advance(self, token: int) -> None:
         """Take the sampled token (one of `allowed()`)."""
