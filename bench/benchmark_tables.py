@@ -811,6 +811,192 @@ def finetune_table(res: Result) -> str:
     return "\n".join(lines) + "\n"
 
 
+# -- constrained-decoding engines (bench/experiments/grammar_engines.py) ---------------------------
+def _us(cell: Result) -> str:
+    return f"{cell['median']:.1f} ({cell['p95']:.1f})"
+
+
+def grammar_engines_table(res: Result) -> str:
+    """Tokenizer build, schema compile and per-token mask costs of llguidance and xgrammar."""
+    v = res["versions"]
+    lines = [
+        f"llguidance {v['llguidance']}, xgrammar {v['xgrammar']}; {res['settings']['walks']} walks of each "
+        "schema's example instance, a fresh matcher each; µs are median (p95) over every token.",
+        "",
+        "| model | vocabulary | tokenizer build s: llguidance | xgrammar | of which reading the vocabulary |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for model, m in res["models"].items():
+        t = m["tokenizer_s"]
+        lines.append(
+            f"| {model} | {m['n_vocab']:,} | {t['llguidance']:.2f} | {t['xgrammar']:.2f} "
+            f"| {t['vocabulary']:.2f} |"
+        )
+    lines += [
+        "",
+        "| model | schema | tokens | compile + matcher ms: llguidance | xgrammar "
+        "| mask µs: llguidance | xgrammar | hallmark step µs (mask, ids, restrict, advance): llguidance "
+        "| xgrammar | bitmask to logits µs: llguidance | xgrammar |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for model, m in res["models"].items():
+        for name, row in m["schemas"].items():
+            ll, xg = row["llguidance"], row["xgrammar"]
+            lines.append(
+                f"| {model} | {name} | {row['tokens']} "
+                f"| {ll['compile_ms'] + ll['matcher_ms']:.2f} | {xg['compile_ms'] + xg['matcher_ms']:.2f} "
+                f"| {_us(ll['mask_us'])} | {_us(xg['mask_us'])} "
+                f"| {_us(ll['hallmark_step_us'])} | {_us(xg['hallmark_step_us'])} "
+                f"| {_us(ll['bitmask_apply_us'])} | {_us(xg['bitmask_apply_us'])} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+# -- structured output (bench/structured.py) -------------------------------------------------------
+def _of(num: int, den: int) -> str:
+    return f"{num} / {den} ({100 * num / den:.0f}%)" if den else "n/a"
+
+
+def _share(value: float | None, digits: int = 0) -> str:
+    return "n/a" if value is None else f"{100 * value:.{digits}f}%"
+
+
+def _tps(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
+
+
+def _xr(value: float | None) -> str:
+    return "n/a" if value is None else _x(value)
+
+
+def _structured_rows(res: Result) -> list[tuple[str, str, Result]]:
+    """(model, schema or "all", summary) for every model: its schemas, then the overall row."""
+    rows = []
+    for model, m in res["models"].items():
+        rows += [(model, name, cell) for name, cell in m["schemas"].items()]
+        rows.append((model, "**all**", m["overall"]))
+    return rows
+
+
+def structured_run(res: Result) -> str:
+    """One line: when and how the structured-output benchmark was recorded."""
+    s = res["settings"]
+    sp = s["sampling"]
+    n_cases = len(res["cases"])
+    return (
+        f"Recorded {res['date']} at commit {res['commit'][:7]}: {s['n']} generations per model over "
+        f"{n_cases} schemas ({s['n'] // n_cases} each), max_tokens {s['max_tokens']}, temperature "
+        f"{sp['temperature']}, top_k {sp['top_k']}, top_p {sp['top_p']}, min_p {sp['min_p']}, "
+        f"{s['threads']} threads; hallmark through its {s['hallmark_via'].split(' (')[0]}, watermarked "
+        f"with {s['watermark_key']}; {s['llama_server']}; validity by {s['validator']}.\n"
+    )
+
+
+STRUCTURED_MAX_OVERHEAD = 0.10
+
+
+def structured_goals(res: Result) -> str:
+    """The structured-output goals per model, with verdicts: every finished output valid, and the
+    mask's cost at most 10% of decode time (inside the run, and as tokens/s vs unconstrained)."""
+    models = list(res["models"])
+    lines = ["| goal | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
+    valid, inside, tps = [], [], []
+    for model in models:
+        h = res["models"][model]["overall"]["hallmark"]
+        valid.append(f"{_of(h['valid'], h['finished'])}: {_verdict(h['invalid_finished'] == 0)}")
+        share = h["grammar_share_of_decode"]
+        inside.append(f"{_share(share, 1)}: {_verdict(share <= STRUCTURED_MAX_OVERHEAD)}")
+        ratio = res["models"][model]["overall"]["ratios"]["hallmark_constrained_vs_free_decode"]
+        tps.append(f"{_x(ratio)}: {_verdict(ratio >= 1 - STRUCTURED_MAX_OVERHEAD)}")
+    lines.append("| every finished output valid under its schema (100%) | " + " | ".join(valid) + " |")
+    lines.append(
+        "| the grammar's time inside the run (mask, and sampling beyond its unconstrained cost) ≤ 10% "
+        "of decode time | " + " | ".join(inside) + " |"
+    )
+    lines.append("| decode tok/s constrained ≥ 0.90x unconstrained, same prompts | " + " | ".join(tps) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def structured_validity_table(res: Result) -> str:
+    """Valid among finished outputs, and the finished share, per model and schema, both engines."""
+    lines = [
+        "| model | schema | hallmark: valid / finished | finished / all | llama-server: valid / finished "
+        "| finished / all |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for model, name, c in _structured_rows(res):
+        h, ls = c["hallmark"], c["llama_server"]
+        err = f", {ls['errors']} refused" if ls["errors"] else ""
+        lines.append(
+            f"| {model} | {name} | {_of(h['valid'], h['finished'])} | {_of(h['finished'], h['n'])} "
+            f"| {_of(ls['valid'], ls['finished'])} | {_of(ls['finished'], ls['n'])}{err} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def structured_speed_table(res: Result) -> str:
+    """Decode tokens/s constrained and unconstrained on both engines, the grammar's cost inside the
+    run (the mask's functions; sampling constrained vs unconstrained; their sum as a share), ratios."""
+    lines = [
+        "| model | schema | hallmark tok/s: constrained | unconstrained | ratio | mask µs/token (share) "
+        "| sampling µs/token: constrained / unconstrained | grammar share of decode "
+        "| llama-server tok/s: constrained | unconstrained | ratio | hallmark / llama-server, constrained |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for model, name, c in _structured_rows(res):
+        h, hf, ls, lsf = (c[k] for k in ("hallmark", "hallmark_free", "llama_server", "llama_server_free"))
+        r = c["ratios"]
+        lines.append(
+            f"| {model} | {name} | {_tps(h['decode_tps'])} | {_tps(hf['decode_tps'])} "
+            f"| {_xr(r['hallmark_constrained_vs_free_decode'])} "
+            f"| {h['mask_us_per_token']:.0f} ({_share(h['mask_share_of_decode'], 1)}) "
+            f"| {h['sampler_us_per_token']:.0f} / {hf['sampler_us_per_token']:.0f} "
+            f"| {_share(h['grammar_share_of_decode'], 1)} "
+            f"| {_tps(ls['decode_tps'])} | {_tps(lsf['decode_tps'])} "
+            f"| {_xr(r['llama_server_constrained_vs_free_decode'])} "
+            f"| {_xr(r['hallmark_vs_llama_server_decode'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def structured_watermark_table(res: Result) -> str:
+    """Detection of hallmark's constrained outputs (from their text, and from the sampled ids), their
+    scored, free and forced tokens; the unconstrained outputs of the same prompts; llama-server's
+    (unwatermarked) outputs as negatives."""
+    lines = [
+        "| model | schema | constrained: detected p < 0.01 (from ids) | p < 0.001 "
+        "| median tokens / scored / free | steps forced by the grammar "
+        "| unconstrained: detected p < 0.01 | median tokens / free | llama-server outputs flagged p < 0.01 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for model, name, c in _structured_rows(res):
+        h, hf, ls, lsf = (c[k] for k in ("hallmark", "hallmark_free", "llama_server", "llama_server_free"))
+        flagged = [x for x in (ls, lsf) if x["detected_p01"] is not None]
+        n_neg = sum(x["n"] for x in flagged)
+        fp = sum(round(x["detected_p01"] * x["n"]) for x in flagged)
+        lines.append(
+            f"| {model} | {name} | {_share(h['detected_p01'])} ({_share(h['detected_p01_from_ids'])}) "
+            f"| {_share(h['detected_p001'])} "
+            f"| {h['tokens_median']:.0f} / {h['scored_median']:.0f} / {h['free_median']:.0f} "
+            f"| {_share(h['forced_share'])} "
+            f"| {_share(hf['detected_p01'])} | {hf['tokens_median']:.0f} / {hf['free_median']:.0f} "
+            f"| {_of(fp, n_neg)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def structured_table(res: Result) -> str:
+    """bench/results/structured.md: the run, the goals and the three tables."""
+    parts = [
+        structured_run(res),
+        structured_goals(res),
+        structured_validity_table(res),
+        structured_speed_table(res),
+        structured_watermark_table(res),
+    ]
+    return "\n".join(parts)
+
+
 BLOCKS: dict[str, tuple[str, Callable[[Result], str]]] = {
     "decode": ("decode", decode_table),
     "decode-run": ("decode", decode_run),
@@ -838,6 +1024,13 @@ BLOCKS: dict[str, tuple[str, Callable[[Result], str]]] = {
     "adapters": ("adapters", adapters_table),
     "adapters-training": ("adapters", adapters_training),
     "finetune": ("finetune", finetune_table),
+    "grammar_engines": ("grammar_engines", grammar_engines_table),
+    "structured": ("structured", structured_table),
+    "structured-run": ("structured", structured_run),
+    "structured-goals": ("structured", structured_goals),
+    "structured-validity": ("structured", structured_validity_table),
+    "structured-speed": ("structured", structured_speed_table),
+    "structured-watermark": ("structured", structured_watermark_table),
 }
 
 # Result file stem -> the block whose text is bench/results/<stem>.md (what the script writes).
@@ -855,4 +1048,6 @@ RESULT_TABLES = {
     "policy": "policy",
     "adapters": "adapters",
     "finetune": "finetune",
+    "grammar_engines": "grammar_engines",
+    "structured": "structured",
 }
