@@ -72,6 +72,17 @@ def test_every_finished_output_is_valid_under_the_schema():
     assert finished >= 18  # a few draw EOS-like long runs until max_tokens
 
 
+def test_batched_constrained_outputs_each_follow_the_grammar():
+    model = fake_model()
+    schema = {"type": "array", "items": {"enum": ["red", "green", "blue"]}, "minItems": 2, "maxItems": 2}
+    results = model.generate_batch(
+        ["a", "b", "c", "d", "e", "f"], response_format=schema, seed=5, max_tokens=30
+    )
+    for r in results:
+        assert r.finish_reason == "stop" and len(r.parsed) == 2 and set(r.parsed) <= {"red", "green", "blue"}
+    assert len({r.text for r in results}) > 1
+
+
 def test_length_before_completion_is_reported_not_parsed():
     r = fake_model().generate("x", response_format=ORDER, seed=1, max_tokens=5)
     assert r.finish_reason == "length" and r.stop_reason == "max_tokens"

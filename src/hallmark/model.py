@@ -34,6 +34,7 @@ from hallmark.engine.request import Request
 from hallmark.engine.results import GenerationResult, StreamChunk
 from hallmark.engine.sampling import SamplingParams, sampling_params
 from hallmark.engine.scoring import sliding_token_logprobs
+from hallmark.engine.tools import check_template_data
 from hallmark.errors import HallmarkError, ModelFileError, PromptError, WatermarkSpecError, check_unicode
 from hallmark.gguf_info import AdapterInfo, read_adapter_info
 from hallmark.policy import Policy, PolicyViolation, load_policy
@@ -334,12 +335,19 @@ class Model:
         return self._run(request, stream)
 
     def generate_batch(
-        self, prompts: Sequence[str | Sequence[int]], *, params: SamplingParams | None = None, **sampling: Any
+        self,
+        prompts: Sequence[str | Sequence[int]],
+        *,
+        params: SamplingParams | None = None,
+        response_format: Any = None,
+        **sampling: Any,
     ) -> list[GenerationResult]:
         """Generate for several prompts together: one decode call per step holds a token of each
-        running sequence; beyond the model's `max_sequences`, prompts wait for a free sequence."""
+        running sequence; beyond the model's `max_sequences`, prompts wait for a free sequence.
+        `response_format` (as for `generate`) constrains every output."""
         p = sampling_params(params, **sampling)
-        requests = [self.prompt_request(prompt, p) for prompt in prompts]
+        grammar = response_format_grammar(response_format)
+        requests = [self.prompt_request(prompt, p, grammar=grammar) for prompt in prompts]
         results: list[GenerationResult | None] = [None] * len(requests)
         for i, result in self.generate_requests(requests):
             results[i] = result
@@ -382,6 +390,7 @@ class Model:
         *,
         conversation: bool = True,
         grammar: Grammar | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> Request:
         """A request answering `messages` through the chat template.
 
@@ -390,12 +399,13 @@ class Model:
         the system prompt and the human-claim rail on the answer. Task prompts (translate,
         summarize, answer) are not conversations and go as they are. An answer constrained by a
         `grammar` is data for a program, which the rail's rewriting would make invalid: it keeps the
-        disclosure instruction but not the rail.
+        disclosure instruction but not the rail. `tools` is the chat template's `tools` variable
+        (OpenAI's tool objects; engine/tools.py prepares them and the messages).
         """
         if not self.chat_template:  # the plain fallback format ends a turn where the next "User:" starts
             params = params.with_overrides(stop=tuple(params.stop) + FALLBACK_STOP)
         disclosure = self.disclosure if conversation else NO_DISCLOSURE
-        ids = self.chat_prompt_ids(disclosure.apply(messages))  # checks the messages first
+        ids = self.chat_prompt_ids(disclosure.apply(messages), tools=tools)  # checks the messages first
         decision = self.screen(messages) if conversation else None  # what the user wrote, not our instruction
         return Request(
             ids,
@@ -479,13 +489,16 @@ class Model:
         return "".join(text for text, _ in self._chat_segments(messages))
 
     def chat_prompt_ids(
-        self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        add_generation_prompt: bool = True,
+        tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> list[int]:
         """Token ids of the rendered conversation; text in the messages never becomes a control token.
 
         With add_generation_prompt (the default) the ids end where the assistant's answer starts;
         without, they end as the template closes the last message (fine-tuning trains on that end)."""
-        segments = self._chat_segments(messages, add_generation_prompt)
+        segments = self._chat_segments(messages, add_generation_prompt, tools)
         bos = self.backend.token_text(self.backend.bos_token)
         # Templates that write the BOS token themselves must not get a second one from the tokenizer.
         template_wrote_bos = (
@@ -494,18 +507,25 @@ class Model:
         return tokenize_chat(self.backend, segments, add_bos=not template_wrote_bos)
 
     def _chat_segments(
-        self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        add_generation_prompt: bool = True,
+        tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> list[tuple[str, bool]]:
-        for m in messages if isinstance(messages, Sequence) and not isinstance(messages, str) else ():
+        listed = messages if isinstance(messages, Sequence) and not isinstance(messages, str) else ()
+        for m in listed:
             if isinstance(m, Mapping) and isinstance(m.get("content"), str):
                 check_unicode(m["content"], "a message")
         tok = self.backend
+        if tools is not None or any(isinstance(m, Mapping) and m.get("tool_calls") for m in listed):
+            check_template_data(tok, tools, listed)  # the template writes these as markup
         return render_chat_segments(
             messages,
             self.chat_template,
             bos_token=tok.token_text(tok.bos_token),
             eos_token=tok.token_text(tok.eos_token),
             add_generation_prompt=add_generation_prompt,
+            tools=tools,
         )
 
     def _prompt_ids(self, prompt: str | Sequence[int]) -> list[int]:
