@@ -28,7 +28,7 @@ from hallmark.backends import AdapterSet, Backend, BackendConfig, Tokenizer, ada
 from hallmark.catalog import DEFAULT_MODEL, CatalogEntry, resolve
 from hallmark.engine.chat import FALLBACK_STOP, render_chat_segments, tokenize_chat
 from hallmark.engine.generate import generate_stream, in_order
-from hallmark.engine.grammar import Grammar, response_format_grammar
+from hallmark.engine.grammar import Grammar, grammar_tokenizer, response_format_grammar
 from hallmark.engine.rails import DEFAULT_DISCLOSURE, NO_DISCLOSURE, Disclosure, asks_if_human
 from hallmark.engine.request import Request
 from hallmark.engine.results import GenerationResult, StreamChunk
@@ -376,6 +376,7 @@ class Model:
         on, not a request, and are not screened.
         """
         ids = self._prompt_ids(prompt)
+        self._prepare(grammar)
         decision = (
             self.screen(prompt if isinstance(prompt, str) else self.detokenize(ids)) if screen else None
         )
@@ -404,6 +405,7 @@ class Model:
         """
         if not self.chat_template:  # the plain fallback format ends a turn where the next "User:" starts
             params = params.with_overrides(stop=tuple(params.stop) + FALLBACK_STOP)
+        self._prepare(grammar)
         disclosure = self.disclosure if conversation else NO_DISCLOSURE
         ids = self.chat_prompt_ids(disclosure.apply(messages), tools=tools)  # checks the messages first
         decision = self.screen(messages) if conversation else None  # what the user wrote, not our instruction
@@ -417,6 +419,12 @@ class Model:
             policy=decision,
             grammar=grammar,
         )
+
+    def _prepare(self, grammar: Grammar | None) -> None:
+        """Build llguidance's view of the vocabulary (1.6 s for a 262k vocabulary, once) on the
+        caller's thread, so the first constrained request does not stall the server's engine thread."""
+        if grammar is not None:
+            grammar_tokenizer(self.backend)
 
     def screen(self, prompt: str | Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
         """The request policy's decision on a prompt or a conversation, with the policy's name and
