@@ -296,9 +296,9 @@ def test_unsupported_fields_and_bad_values_are_400_naming_them(client):
         client.chat.completions.create(
             model=MODEL,
             messages=[{"role": "user", "content": "hi"}],
-            tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}],
+            functions=[{"name": "f", "parameters": {}}],  # the legacy form of tools
         )
-    assert e.value.body["param"] == "tools" and e.value.body["code"] == "unsupported_parameter"
+    assert e.value.body["param"] == "functions" and e.value.body["code"] == "unsupported_parameter"
     with pytest.raises(openai.BadRequestError) as e:
         client.completions.create(model=MODEL, prompt="hi", extra_body={"mirostat": 2})
     assert e.value.body["param"] == "mirostat"
@@ -367,7 +367,7 @@ def test_request_log_records_requests_and_cli_shows_them(server, client):
             lines = stream.iter_lines()
             next(lines), next(lines)
         refused = {
-            400: http.post("/v1/chat/completions", json={**_CHAT_HI, "tools": []}),
+            400: http.post("/v1/chat/completions", json={**_CHAT_HI, "functions": []}),
             404: http.post("/v1/completions", json={"model": "gpt-4o", "prompt": "hi"}),
             413: http.post("/v1/completions", content=b'{"prompt": "' + b"x" * (9 << 20) + b'"}'),
         }
@@ -394,7 +394,7 @@ def test_request_log_records_requests_and_cli_shows_them(server, client):
     errors = [r for r in rows.values() if r["status"] == "error"]
     assert {r["http_status"] for r in errors} >= {400, 401, 404, 413}, "refused requests are logged too"
     assert all(len(r["prompt"] or "") < 5000 for r in errors)  # never a whole refused body
-    assert any(r["response"]["error"]["param"] == "tools" for r in errors)
+    assert any(r["response"]["error"]["param"] == "functions" for r in errors)
 
 
 _CHAT_HI = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}

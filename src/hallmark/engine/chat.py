@@ -2,8 +2,9 @@
 
 Rendering follows the conventions transformers and llama.cpp use for these templates (trim_blocks,
 lstrip_blocks, a sandboxed environment, `raise_exception`, `bos_token`/`eos_token`,
-`add_generation_prompt`). A model without a template (a base model such as gemma-3-270m) gets the
-plain fallback below, which a base model continues naturally:
+`add_generation_prompt`, the `tools` variable, and transformers' `tojson`). A model without a
+template (a base model such as gemma-3-270m) gets the plain fallback below, which a base model
+continues naturally:
 
     <system prompt>
 
@@ -11,10 +12,15 @@ plain fallback below, which a base model continues naturally:
     Assistant: <reply>
     User: <message>
     Assistant:
+
+Messages may also be tool messages (role `tool`, with `tool_call_id`) and assistant messages with
+`tool_calls` (OpenAI's form, arguments as given), for templates that render tool use; hallmark's
+generic tool prompt for other templates turns them into plain messages first (engine/tools.py).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
@@ -28,7 +34,9 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from hallmark.backends.base import Tokenizer
 from hallmark.errors import ChatFormatError
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
+# Keys of a message besides role and content that reach the template (tool use, OpenAI's names).
+TOOL_KEYS = ("tool_calls", "tool_call_id", "name")
 
 FALLBACK_TEMPLATE = (
     "{% for m in messages %}"
@@ -46,18 +54,35 @@ def _raise(message: str) -> None:
     raise ChatFormatError(f"chat template: {message}")
 
 
+def _tojson(
+    value: Any,
+    ensure_ascii: bool = False,
+    indent: int | None = None,
+    separators: tuple[str, str] | None = None,
+    sort_keys: bool = False,
+) -> str:
+    # transformers' filter, which the templates were written for: Jinja's own sorts keys and escapes
+    # <, >, & and ' for HTML, so tool schemas would not read as the model saw them in training.
+    return json.dumps(
+        value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+    )
+
+
 @lru_cache(maxsize=8)
 def _compile(template: str) -> jinja2.Template:
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     env.globals["raise_exception"] = _raise
     env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    env.filters["tojson"] = _tojson
     try:
         return env.from_string(template)
     except jinja2.TemplateSyntaxError as e:
         raise ChatFormatError(f"the model's chat template does not parse: {e}") from e
 
 
-def validate_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+def validate_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The messages as the template gets them: role, content (a string; "" for an assistant message
+    that only calls tools) and the tool keys a message has."""
     if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
         raise ChatFormatError("messages must be a list of {'role': ..., 'content': ...} objects")
     if not messages:
@@ -69,9 +94,14 @@ def validate_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, s
         role, content = m.get("role"), m.get("content")
         if role not in ROLES:
             raise ChatFormatError(f"message {i}: role must be one of {', '.join(ROLES)}, got {role!r}")
+        calls = m.get("tool_calls")
+        if calls is not None and (role != "assistant" or not isinstance(calls, list)):
+            raise ChatFormatError(f"message {i}: tool_calls must be a list, on an assistant message")
+        if content is None and calls:
+            content = ""
         if not isinstance(content, str):
             raise ChatFormatError(f"message {i}: content must be a string, got {type(content).__name__}")
-        out.append({"role": role, "content": content})
+        out.append({"role": role, "content": content, **{k: m[k] for k in TOOL_KEYS if m.get(k) is not None}})
     return out
 
 
@@ -81,11 +111,14 @@ def render_chat(
     bos_token: str = "",
     eos_token: str = "",
     add_generation_prompt: bool = True,
+    tools: Sequence[Mapping[str, Any]] | None = None,
 ) -> str:
     """Render messages to the prompt text the model was trained on (or the plain fallback)."""
     return "".join(
         text
-        for text, _ in render_chat_segments(messages, template, bos_token, eos_token, add_generation_prompt)
+        for text, _ in render_chat_segments(
+            messages, template, bos_token, eos_token, add_generation_prompt, tools
+        )
     )
 
 
@@ -100,23 +133,33 @@ def render_chat_segments(
     bos_token: str = "",
     eos_token: str = "",
     add_generation_prompt: bool = True,
+    tools: Sequence[Mapping[str, Any]] | None = None,
 ) -> list[tuple[str, bool]]:
     """The rendered prompt as (text, is_content) segments: the template's markup, and the messages'
-    contents exactly as the template placed them.
+    contents exactly as the template placed them. `tools` (OpenAI's tool objects) is the template's
+    `tools` variable.
 
     The tokenizer may read control tokens ('<|im_end|>') in markup only: a message that contains
     such text must stay text, or a user could close their turn and write a system turn. So the
     template is rendered twice, with the contents and with unique placeholders for them; the
     placeholders mark where each content went. A template that changes a content beyond trimming
-    whitespace cannot be separated from its markup and is refused (ChatFormatError).
+    whitespace cannot be separated from its markup and is refused (ChatFormatError). An empty content
+    gets no placeholder: templates test contents for truth (an assistant turn that only calls tools).
+
+    Tool definitions and tool calls are markup here (templates write them as JSON of their own): the
+    caller keeps control-token text out of them (hallmark.engine.tools.check_template_data).
     """
     msgs = validate_messages(messages)
     compiled = _compile(template if template else FALLBACK_TEMPLATE)
     nonce = secrets.token_hex(8)
     marker = re.compile(f"\ue000{nonce}:(\\d+)\ue001")
-    masked_msgs = [{**m, "content": f"\ue000{nonce}:{i}\ue001"} for i, m in enumerate(msgs)]
+    masked_msgs = [
+        {**m, "content": f"\ue000{nonce}:{i}\ue001"} if m["content"] else m for i, m in enumerate(msgs)
+    ]
+    tool_list = [dict(t) for t in tools] if tools is not None else None
     real, masked = (
-        _render(compiled, ms, bos_token, eos_token, add_generation_prompt) for ms in (msgs, masked_msgs)
+        _render(compiled, ms, bos_token, eos_token, add_generation_prompt, tool_list)
+        for ms in (msgs, masked_msgs)
     )
     parts = marker.split(masked)  # markup, index, markup, index, ..., markup
     markup, refs = parts[0::2], [int(i) for i in parts[1::2]]
@@ -135,17 +178,22 @@ def render_chat_segments(
 
 def _render(
     compiled: jinja2.Template,
-    messages: list[dict[str, str]],
+    messages: list[dict[str, Any]],
     bos_token: str,
     eos_token: str,
     add_generation_prompt: bool,
+    tools: list[dict[str, Any]] | None = None,
 ) -> str:
+    # `tools` only when there are some: a template tells a conversation without tools by it being
+    # undefined or none, and every rendering without tools stays exactly as it was.
+    extra = {"tools": tools} if tools is not None else {}
     try:
         return compiled.render(
             messages=messages,
             bos_token=bos_token,
             eos_token=eos_token,
             add_generation_prompt=add_generation_prompt,
+            **extra,
         )
     except ChatFormatError:
         raise

@@ -13,10 +13,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hallmark.engine.scheduler import QueueFullError, StepError
+from hallmark.engine.tools import ToolError
 from hallmark.errors import (
     BackendError,
     ContextLengthError,
     EngineStopped,
+    GrammarError,
     HallmarkError,
     InvalidSamplingError,
     TooManySequencesError,
@@ -76,6 +78,10 @@ ERROR_TABLE: tuple[tuple[type[Exception], ErrorKind], ...] = (
     (StepError, ErrorKind(500, "server_error")),
     (BackendError, ErrorKind(500, "server_error")),
     (InvalidSamplingError, ErrorKind(400, code="invalid_value")),
+    # A schema or grammar that does not compile; to_api_error names the kind by the field
+    # (invalid_json_schema, OpenAI's invalid_function_parameters for tools, invalid_grammar).
+    (GrammarError, ErrorKind(400, code="invalid_grammar")),
+    (ToolError, ErrorKind(400, code="invalid_value")),
     (HallmarkError, ErrorKind(400)),  # any other bad input
 )
 
@@ -92,6 +98,12 @@ def to_api_error(e: Exception, prompt_param: str = "messages") -> APIError:
     if kind is None:
         raise e  # not an expected error: the internal-error handler logs it
     message, param = str(e), getattr(e, "param", None) or kind.param
+    code = kind.code
+    if isinstance(e, GrammarError) and param:
+        if param.startswith("tools."):
+            code = "invalid_function_parameters"
+        elif param.startswith("response_format"):
+            code = "invalid_json_schema"
     if isinstance(e, ContextLengthError):
         message = f"This model's maximum context length is {e.n_ctx} tokens. However, "
         if e.max_tokens is None:
@@ -112,7 +124,7 @@ def to_api_error(e: Exception, prompt_param: str = "messages") -> APIError:
             "debunking are allowed; the server's operator can show the policy with `hallmark policy show`."
         )
         param = prompt_param
-    return APIError(kind.status, message, type=kind.type, param=param, code=kind.code, headers=kind.headers)
+    return APIError(kind.status, message, type=kind.type, param=param, code=code, headers=kind.headers)
 
 
 def _validation_error(exc: RequestValidationError) -> APIError:

@@ -96,10 +96,12 @@ class Endpoint(ABC):
         """The stream chunks' choices for one piece of a choice's output (none, one or more)."""
 
     @abstractmethod
-    def partial_choice(self, index: int, text: str, result: GenerationResult | None) -> dict[str, Any]:
+    def partial_choice(
+        self, index: int, text: str, result: GenerationResult | None, body: Any
+    ) -> dict[str, Any]:
         """A choice as far as it got, for the request log of a stream."""
 
-    def opening_choices(self, n: int) -> list[dict[str, Any]] | None:
+    def opening_choices(self, n: int, body: Any) -> list[dict[str, Any]] | None:
         """Choices of a first stream chunk sent before any output (chat's role deltas), if any."""
         return None
 
@@ -189,7 +191,7 @@ async def _stream(
     http_status = 499
     sent = 0  # tokens whose chunks went to the client: what a cut stream's log row counts
     try:
-        opening = api.opening_choices(n)
+        opening = api.opening_choices(n, body)
         if opening is not None:
             yield chunk(opening)
         async for i, piece in group:
@@ -219,7 +221,7 @@ async def _stream(
             **head,
             "object": api.object,
             "choices": [
-                api.partial_choice(i, t, r) for i, (t, r) in enumerate(zip(texts, results, strict=True))
+                api.partial_choice(i, t, r, body) for i, (t, r) in enumerate(zip(texts, results, strict=True))
             ],
             "usage": usage(n_prompt, results),
         }
@@ -245,7 +247,8 @@ def new_exchange(
         http.client.host if http.client else None,
         body.user,
         prompt=api.log_prompt(body),
-        params=body.model_dump(exclude={api.prompt_param}, exclude_none=True),
+        # by_alias: fields as the client named them (response_format's "schema").
+        params=body.model_dump(exclude={api.prompt_param}, exclude_none=True, by_alias=True),
         spec_id=spec_id,
         http=http,
     )

@@ -2,7 +2,8 @@
 
 Prompts are text or token ids, one or several (each with n choices, numbered prompt-major); a
 stream sends text pieces with the finish reason on the last one; logprobs are OpenAI's legacy
-object with character offsets.
+object with character offsets. response_format and grammar constrain every prompt's output, as
+vLLM and llama-server accept them here.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ class Completions(Endpoint):
         prompts = body.prompts()
         if not prompts:
             raise APIError(400, "prompt must not be empty", param="prompt")
-        return [engine.model.prompt_request(prompt, params) for prompt in prompts]
+        grammar = body.output_grammar()  # one compiled grammar for every prompt
+        return [engine.model.prompt_request(prompt, params, grammar=grammar) for prompt in prompts]
 
     def prompt_chars(self, body: CompletionRequest) -> int:
         return max((len(p) for p in body.prompts()), default=0)
@@ -75,7 +77,9 @@ class Completions(Endpoint):
             return []
         return [{"index": index, "text": piece.text, "logprobs": lp, "finish_reason": finish}]
 
-    def partial_choice(self, index: int, text: str, result: GenerationResult | None) -> dict[str, Any]:
+    def partial_choice(
+        self, index: int, text: str, result: GenerationResult | None, body: CompletionRequest
+    ) -> dict[str, Any]:
         return {"index": index, "text": text, "finish_reason": result and result.finish_reason}
 
 
