@@ -406,6 +406,9 @@ class Model:
         if not self.chat_template:  # the plain fallback format ends a turn where the next "User:" starts
             params = params.with_overrides(stop=tuple(params.stop) + FALLBACK_STOP)
         self._prepare(grammar)
+        # Before the disclosure's system message is added, so that errors name the caller's indices.
+        if tools is not None or any(isinstance(m, Mapping) and m.get("tool_calls") for m in messages):
+            check_template_data(self.backend, tools, messages)
         disclosure = self.disclosure if conversation else NO_DISCLOSURE
         ids = self.chat_prompt_ids(disclosure.apply(messages), tools=tools)  # checks the messages first
         decision = self.screen(messages) if conversation else None  # what the user wrote, not our instruction
