@@ -15,9 +15,9 @@ Contract:
   becomes a control token (engine/chat.py); what a tool-aware template writes as markup is checked
   by `check_template_data` instead.
 - `tool_grammar` is the output constraint for a tool choice: `required` allows only calls (one, or
-  one or more with parallel calls), a named function exactly one call of it, each with arguments
-  valid under its function's parameters schema; `auto` allows an answer or calls (see below);
-  `none` has none.
+  one to MAX_PARALLEL_CALLS with parallel calls), a named function exactly one call of it, each
+  with arguments valid under its function's parameters schema; `auto` allows an answer or calls
+  (see below); `none` has none.
 - `parse_output` splits a finished output into the text before the first call and the calls;
   `stream_view` does the same for an output still being written, holding back text that may yet be
   call markup, so a stream never shows `<tool_call>` as content.
@@ -33,7 +33,8 @@ newline between calls. So the output can be read with plain string searches, and
 call's name as soon as its `", "arguments": ` is written.
 
 `auto`: the output is either text that never contains `<tool_call>`, or text followed by calls
-(`start: TEXT | head call_body ("\\n" call)*`; `head` is lazy and ends at the first `<tool_call>`).
+(`start: TEXT | head call_body ("\\n" call){0,7}`; `head` is lazy and ends at the first
+`<tool_call>`).
 The model chooses freely; once it writes `<tool_call>`, the call is constrained like a required
 one, so a call that is made is always valid, and a text answer can never hold a broken call. Cost
 per token on gemma-3-270m's 262k vocabulary (2 shared CPU cores; llguidance's mask, then sampling
@@ -70,6 +71,7 @@ NAME_END = '", "arguments": '
 TAIL = "}\n</tool_call>"
 NAME_PATTERN = re.compile(r"[a-zA-Z0-9_-]{1,64}")  # OpenAI's rule for function names
 NO_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
+MAX_PARALLEL_CALLS = 8  # calls in one answer when parallel_tool_calls is on
 
 TOOL_PROMPT = """# Tools
 
@@ -321,8 +323,10 @@ def tool_grammar(
     rules.append(f'call_body: "\\n{{\\"name\\": " ({names}) "}}\\n</tool_call>"')
     rules.append('call: "<tool_call>" call_body')
     # A named function is called once, as OpenAI and vLLM do (SmolLM2 forced to one function with
-    # parallel calls allowed repeated the call until max_tokens).
-    more = ' ("\\n" call)*' if parallel and choice.mode != "function" else ""
+    # parallel calls allowed repeated the call until max_tokens); parallel calls are bounded, since a
+    # small model may repeat a call until the context is full.
+    many = parallel and choice.mode != "function"
+    more = f' ("\\n" call){{0,{MAX_PARALLEL_CALLS - 1}}}' if many else ""
     if choice.mode != "auto":
         start = [f"start: call{more}"]
     elif answer is not None:
