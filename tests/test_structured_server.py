@@ -111,7 +111,7 @@ def test_pydantic_parse_with_the_official_client(client):
     class City(pydantic.BaseModel):
         name: str = pydantic.Field(max_length=20)
         country: str = pydantic.Field(max_length=20)
-        population_millions: float
+        population_millions: int = pydantic.Field(ge=0, le=99)  # bounded: a float could run on
 
     r = client.chat.completions.parse(
         model=MODEL, messages=ask("Give me a large city."), response_format=City, max_tokens=80, seed=5

@@ -16,6 +16,7 @@ import pytest
 
 from hallmark.engine.grammar import grammar_tokenizer
 from hallmark.engine.tools import (
+    MAX_PARALLEL_CALLS,
     ToolChoice,
     ToolError,
     parse_output,
@@ -182,6 +183,9 @@ def test_call_grammars(smollm2):
     required = tool_grammar(tools, ToolChoice("required"))
     assert _matches(required, tok, paris) == (True, True)
     assert _matches(required, tok, paris + "\n" + rome) == (True, True)
+    eight = "\n".join([paris] * MAX_PARALLEL_CALLS)
+    assert _matches(required, tok, eight) == (True, True)
+    assert _matches(required, tok, eight + "\n<")[0] is False  # a bounded number of calls
     assert _matches(required, tok, "Sure!")[0] is False  # only calls
     assert _matches(required, tok, paris.replace("celsius", "kelvin"))[0] is False  # the enum
     assert _matches(required, tok, paris.replace('"Paris"', "12"))[0] is False  # the type
@@ -280,7 +284,7 @@ def test_streamed_call_deltas_and_the_log_on_the_fake_backend(tmp_path: Path):
         chunks = [
             c
             async for c in await client.chat.completions.create(
-                model=FAKE, messages=ask, tools=[WEATHER], max_tokens=100, stream=True
+                model=FAKE, messages=ask, tools=[WEATHER], max_tokens=100, stream=True, logprobs=True
             )
         ]
         async with client.chat.completions.stream(
@@ -300,6 +304,11 @@ def test_streamed_call_deltas_and_the_log_on_the_fake_backend(tmp_path: Path):
         assert head.function.name == "get_weather" and head.function.arguments == ""
         assert all(tc.id is None and tc.function.name is None and tc.index == 0 for tc in calls[1:])
         assert "".join(tc.function.arguments for tc in calls) == '{"city": "Paris", "unit": "celsius"}'
+        # Every token's logprob is sent, the markup's too (on deltas that show nothing).
+        logprobs = [
+            lp for c in chunks if c.choices and c.choices[0].logprobs for lp in c.choices[0].logprobs.content
+        ]
+        assert "".join(lp.token for lp in logprobs) == SCRIPTED_CALL
         finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
         assert finishes == ["tool_calls"]
         # The client's own accumulation rebuilds the call.
@@ -315,6 +324,37 @@ def test_streamed_call_deltas_and_the_log_on_the_fake_backend(tmp_path: Path):
         assert logged["finish_reason"] == "tool_calls"
         assert logged["message"]["tool_calls"][0]["id"] == head.id
         assert streamed["output"] == SCRIPTED_CALL  # the true output, markup and all
+    finally:
+        srv.close()
+
+
+def test_response_format_with_tools_and_bad_unicode_on_the_fake_server(tmp_path: Path):
+    """With tools on auto, response_format shapes the answer that is not a call."""
+    srv = FakeServer(tmp_path, backend={"script": '{"sky": "clear"}', "n_ctx": 2048})
+    ask = [{"role": "user", "content": "Weather in Paris?"}]
+
+    async def run(client, http):
+        answer = await client.chat.completions.create(
+            model=FAKE, messages=ask, tools=[WEATHER], response_format={"type": "json_object"}, max_tokens=40
+        )
+        # A lone surrogate inside a parameters schema, as JSON can carry it.
+        tool = '{"type": "function", "function": {"name": "f", "parameters": {"description": "\\ud800"}}}'
+        surrogate = (
+            '{"model": "fake", "messages": [{"role": "user", "content": "x"}], "tools": [' + tool + "]}"
+        )
+        bad = await http.post(
+            "/v1/chat/completions", content=surrogate.encode(), headers={"content-type": "application/json"}
+        )
+        return answer, bad
+
+    try:
+        answer, bad = srv.call(run)
+        assert (
+            answer.choices[0].message.content == '{"sky": "clear"}'
+            and answer.choices[0].finish_reason == "stop"
+        )
+        assert answer.choices[0].message.tool_calls is None
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "tools.0.function.parameters"
     finally:
         srv.close()
 

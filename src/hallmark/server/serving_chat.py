@@ -205,7 +205,7 @@ class ChatCompletions(Endpoint):
                 deltas.append({"tool_calls": [{"index": k, "function": fragment}]})
         lp = {"content": logprob_content(engine, piece.logprobs or [])} if body.logprobs else None
         if lp and lp["content"] and not deltas:
-            deltas.append({"content": ""})  # the tokens' logprobs go out even while text is held back
+            deltas.append({})  # the tokens' logprobs go out even while their text is held back
         out = [
             {"index": index, "delta": d, "logprobs": lp if i == 0 else None, "finish_reason": None}
             for i, d in enumerate(deltas)
