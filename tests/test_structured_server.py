@@ -25,7 +25,10 @@ PERSON = {
         "age": {"type": "integer", "minimum": 0, "maximum": 120},
         "address": {
             "type": "object",
-            "properties": {"city": {"type": "string", "maxLength": 20}, "country": {"type": "string"}},
+            "properties": {
+                "city": {"type": "string", "maxLength": 20},
+                "country": {"type": "string", "maxLength": 20},
+            },
             "required": ["city"],
         },
         "hobbies": {
@@ -76,9 +79,9 @@ def ask(text: str) -> list[dict]:
 def test_json_object_is_a_json_object_and_still_watermarked(client):
     r = client.chat.completions.create(
         model=MODEL,
-        messages=ask("Describe a cat as a JSON object with its name and colour."),
+        messages=ask("Describe a cat as a JSON object with two keys: name and colour."),
         response_format={"type": "json_object"},
-        max_tokens=120,
+        max_tokens=200,
         seed=3,
     )
     choice = r.choices[0]
