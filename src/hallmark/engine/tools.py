@@ -64,7 +64,6 @@ from hallmark.engine.grammar import JSON_OPTIONS, Grammar, closed_objects
 from hallmark.errors import GrammarError, HallmarkError
 
 CALL_OPEN = "<tool_call>"
-CALL_CLOSE = "</tool_call>"
 # The call as the grammar writes it: HEAD name NAME_END arguments TAIL, calls separated by "\n".
 HEAD = '<tool_call>\n{"name": "'
 NAME_END = '", "arguments": '
