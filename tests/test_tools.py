@@ -383,10 +383,19 @@ def test_a_tool_aware_template_on_the_fake_server_and_its_400(tmp_path: Path):
 
 
 # -- hallmark serve of SmolLM2 -------------------------------------------------------------------
+# One thread: on a shared 2-core machine llama.cpp's two threads wait for each other whenever one is
+# preempted, and decoding fell from ~50 to ~1 token/s; one thread ran ~68 tokens/s throughout.
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     srv = start_server(
-        MODEL, "--parallel", "2", "--ctx-size", "1024", log_db=tmp_path_factory.mktemp("t") / "l.db"
+        MODEL,
+        "--parallel",
+        "2",
+        "--ctx-size",
+        "1024",
+        "--threads",
+        "1",
+        log_db=tmp_path_factory.mktemp("t") / "l.db",
     )
     yield srv
     srv.stop()
