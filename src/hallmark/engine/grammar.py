@@ -54,6 +54,9 @@ class Grammar:
     source: str
     definition: str = field(repr=False)
     parse: Callable[[str], Any] | None = field(default=None, repr=False, compare=False)
+    # The output may be free prose (tool calling's `auto` answer): the human-claim rail still acts
+    # on it. Otherwise the output is data, which the rail's rewriting would make invalid.
+    prose: bool = False
 
     @classmethod
     def json_schema(cls, schema: Any, param: str = "response_format") -> Grammar:

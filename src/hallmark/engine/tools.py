@@ -51,7 +51,7 @@ import json
 import re
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -338,7 +338,9 @@ def tool_grammar(
             "TEXT: /(?s:.*)/ & ~/(?s:.*)<tool_call>(?s:.*)/",
             "head[lazy]: /(?s:.*)<tool_call>/",
         ]
-    return Grammar.from_grammar("\n".join([*start, *rules]), kind="lark", param="tools")
+    grammar = Grammar.from_grammar("\n".join([*start, *rules]), kind="lark", param="tools")
+    # auto's text answer is a conversation with a person: the human-claim rail stays on for it.
+    return replace(grammar, prose=choice.mode == "auto" and answer is None)
 
 
 def _schema_text(schema: dict[str, Any]) -> str:
