@@ -835,8 +835,8 @@ def grammar_engines_table(res: Result) -> str:
     lines += [
         "",
         "| model | schema | tokens | compile + matcher ms: llguidance | xgrammar "
-        "| mask µs: llguidance | xgrammar | hallmark step µs (mask, ids, restrict, advance): llguidance "
-        "| xgrammar | bitmask to logits µs: llguidance | xgrammar |",
+        "| mask µs: llguidance | xgrammar | hallmark step µs (mask, TokenMask, restrict, advance): "
+        "llguidance | xgrammar | bitmask to logits µs: llguidance | xgrammar |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for model, m in res["models"].items():
@@ -887,7 +887,7 @@ def structured_run(res: Result) -> str:
         f"Recorded {res['date']} at commit {res['commit'][:7]}: {s['n']} generations per model over "
         f"{n_cases} schemas ({s['n'] // n_cases} each), max_tokens {s['max_tokens']}, temperature "
         f"{sp['temperature']}, top_k {sp['top_k']}, top_p {sp['top_p']}, min_p {sp['min_p']}, "
-        f"{s['threads']} threads; hallmark through its {s['hallmark_via'].split(' (')[0]}, watermarked "
+        f"{s['threads']} threads; hallmark through {s['hallmark_via']}, watermarked "
         f"with {s['watermark_key']}; {s['llama_server']}; validity by {s['validator']}.\n"
     )
 

@@ -5,7 +5,8 @@ text), `--n` extraction prompts built from real documents (XSum articles, SQuAD 
 ../shared/data) spread over the five schemas of bench/structured_cases.py. Every prompt runs, back to
 back so that a slow spell of the shared machine hits all four alike:
 
-1. hallmark constrained: `Model.generate(prompt_ids, response_format=schema)`, watermarked as shipped;
+1. hallmark constrained: `hallmark serve`'s /v1/completions with the prompt's token ids and
+   `response_format` json_schema, watermarked as shipped;
 2. hallmark unconstrained: the same prompt and seed without the schema;
 3. llama-server constrained: `/completion` with the same token ids, `json_schema`, max_tokens, seed
    and sampling settings, on the same GGUF file and thread count (started by this script);
@@ -17,8 +18,10 @@ Measured per model, per schema and overall:
   max_tokens ("length") are counted apart, never as valid. A finished hallmark output that is not
   valid is an engine bug: the script lists each with its schema, prompt and seed.
 - the mask's cost: inside the run, the time in `GrammarState.allowed()`, `sampler.restrict`,
-  `GrammarState.advance()` and the matcher's creation, as a share of the decode time the engine
-  reports (target <= 10%); and decode tokens/s constrained vs unconstrained on the same prompts.
+  `GrammarState.advance()` and the matcher's creation, and the time `Sampler.sample` takes beyond
+  its unconstrained cost per token (a mask changes what the filters after it cost), as a share of
+  the decode time the engine reports (target <= 10%); and decode tokens/s constrained vs
+  unconstrained on the same prompts.
 - the watermark on constrained output: detection at p < 0.01 (and 0.001) with the model's
   watermark spec and key, as bench/watermark.py scores it (from the text); the tokens the detector
   scored and the tokens that were free (the sampler had more than one candidate after the grammar
@@ -27,11 +30,13 @@ Measured per model, per schema and overall:
 - llama-server side by side: its validity, and decode tokens/s of both engines as each reports it
   (`timings`: time from the first generated token on), with the hallmark / llama-server ratio.
 
-hallmark runs in this process through its Python API (the server does not take `response_format`
-yet), instrumented by wrapping the grammar functions named above; llama-server is built by
-bench/serve.py (`build_llama_server`) and queried over loopback HTTP.
+Both servers are queried over loopback HTTP, one request at a time, one slot each. hallmark's server
+runs as `structured.py --serve-instrumented`: `hallmark serve` with the functions named above wrapped
+to time them (the engine is not changed) and each request's counts appended to a file the client
+reads after the response. `--via api` runs hallmark through its Python API in this process instead.
+llama-server is built by bench/serve.py (`build_llama_server`).
 
-    python bench/structured.py                       # 200 per model, both models (about 90 minutes)
+    python bench/structured.py                       # 200 per model, both models (about 2 hours)
     python bench/structured.py --quick               # 10 per model, a look at every number
     python bench/structured.py --models gemma-3-270m --n 50
     PYTHONPATH=$(python -c "import sys; sys.path[:0] = ['bench']; from baseline import checkout; \
@@ -154,22 +159,22 @@ class Probe:
             init(self, *a, **k)
             probe.init_s += time.perf_counter() - t0
 
-        def timed_allowed(self: Any) -> np.ndarray:
+        def timed_allowed(self: Any) -> Any:
             t0 = time.perf_counter()
-            ids = allowed(self)
+            mask = allowed(self)
             probe.allowed_s += time.perf_counter() - t0
             probe.steps += 1
-            probe.forced += ids.shape[0] == 1
-            return ids
+            probe.forced += (mask.count if hasattr(mask, "count") else mask.shape[0]) == 1
+            return mask
 
         def timed_advance(self: Any, token: int) -> None:
             t0 = time.perf_counter()
             advance(self, token)
             probe.advance_s += time.perf_counter() - t0
 
-        def timed_restrict(x: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        def timed_restrict(*a: Any, **k: Any) -> Any:
             t0 = time.perf_counter()
-            out = restrict(x, ids)
+            out = restrict(*a, **k)
             probe.restrict_s += time.perf_counter() - t0
             return out
 
@@ -189,8 +194,39 @@ class Probe:
         sampler.Sampler.sample = timed_sample
         schemes.SequenceWatermarker.pick = counted_pick
 
+    def write_per_request(self, path: str) -> None:
+        """In a server: when a request's result is made, append its counts, seed and output ids to
+        `path` (one JSON line) and start counting afresh. Requests run one at a time (1 slot, one
+        client), so everything counted since the previous line is this request's."""
+        from hallmark.engine.request import Request
+
+        probe, result = self, Request.result
+        out = open(path, "a", buffering=1)  # noqa: SIM115 - open for the server's lifetime
+
+        def result_and_probe(self: Any, *a: Any, **k: Any) -> Any:
+            r = result(self, *a, **k)
+            if not getattr(self, "_probed", False):
+                self._probed = True
+                line = {"seed": self.seed, "grammar": self.grammar is not None, "output_ids": self.output_ids}
+                out.write(json.dumps({**line, "stop_reason": r.stop_reason.value, "probe": probe.snapshot()}))
+                out.write("\n")
+                probe.reset()
+            return r
+
+        Request.result = result_and_probe
+
 
 PROBE = Probe()
+
+
+def serve_instrumented(argv: list[str]) -> None:
+    """`structured.py --serve-instrumented PROBE_FILE serve ARGS...`: `hallmark serve ARGS` with the
+    probe installed and each request's counts appended to PROBE_FILE."""
+    PROBE.install()
+    PROBE.write_per_request(argv[0])
+    from hallmark.cli.main import main as hallmark_cli
+
+    hallmark_cli(argv[1:])
 
 
 def run_hallmark(model: Any, ids: list[int], schema: dict | None, seed: int, max_tokens: int) -> dict:
@@ -212,6 +248,80 @@ def run_hallmark(model: Any, ids: list[int], schema: dict | None, seed: int, max
         "grammar_ms": 1e3 * (probe["init_s"] + probe["allowed_s"] + probe["restrict_s"] + probe["advance_s"]),
         "probe": probe,
     }
+
+
+class HallmarkServer:
+    """`hallmark serve` on one model (1 slot, the policy off, no request log), instrumented."""
+
+    def __init__(self, model_path: Path, threads: int):
+        CACHE.mkdir(parents=True, exist_ok=True)
+        self.probe_path = CACHE / "hallmark-structured-probe.jsonl"
+        self.probe_path.write_text("")
+        self.read = 0
+        port = free_port()
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--serve-instrumented", str(self.probe_path)]
+        cmd += ["serve", str(model_path), "--port", str(port), "--parallel", "1", "--ctx-size", str(N_CTX)]
+        cmd += ["--threads", str(threads), "--no-log", "--policy", "off"]
+        log_path = CACHE / "hallmark-structured.log"
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log_path.open("w"))
+        self.url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"hallmark serve exited: {log_path.read_text()[-2000:]}")
+            try:
+                if httpx.get(self.url + "/v1/models", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        else:
+            stop(self.proc)
+            raise RuntimeError("hallmark serve did not start")
+        self.client = httpx.Client(base_url=self.url, timeout=600)
+        self.model = self.client.get("/v1/models").json()["data"][0]["id"]
+
+    def next_probe(self) -> dict:
+        lines = self.probe_path.read_text().splitlines()
+        if len(lines) != self.read + 1:
+            raise RuntimeError(f"expected one probe line per request, found {len(lines) - self.read} new")
+        self.read += 1
+        return json.loads(lines[-1])
+
+    def run(self, ids: list[int], schema: dict | None, seed: int, max_tokens: int, name: str) -> dict:
+        body: dict[str, Any] = {"model": self.model, "prompt": ids, "max_tokens": max_tokens, "seed": seed}
+        body |= {**SAMPLING, "repetition_penalty": 1.0}
+        if schema is not None:
+            spec = {"name": name, "schema": schema, "strict": True}
+            body["response_format"] = {"type": "json_schema", "json_schema": spec}
+        t0 = time.perf_counter()
+        resp = self.client.post("/v1/completions", json=body)
+        wall = time.perf_counter() - t0
+        if resp.status_code != 200:
+            raise RuntimeError(f"hallmark serve: HTTP {resp.status_code}: {resp.text[:300]}")
+        d = resp.json()
+        line = self.next_probe()
+        if line["seed"] != seed or line["grammar"] != (schema is not None):
+            raise RuntimeError(f"probe line {line['seed']}/{line['grammar']} is not request {seed}")
+        wm = d["hallmark"]["watermark"]
+        return {
+            "text": d["choices"][0]["text"],
+            "finished": d["choices"][0]["finish_reason"] == "stop",
+            "stop_reason": line["stop_reason"],
+            "tokens": d["timings"]["predicted_n"],
+            "decode_ms": d["timings"]["predicted_ms"],
+            "prompt_ms": d["timings"]["prompt_ms"],
+            "wall_ms": wall * 1e3,
+            "spec_id": wm["spec_id"] if wm["applied"] else None,
+            "token_ids": line["output_ids"],
+            "grammar_ms": 1e3
+            * sum(line["probe"][k] for k in ("init_s", "allowed_s", "restrict_s", "advance_s")),
+            "probe": line["probe"],
+        }
+
+    def close(self) -> None:
+        self.client.close()
+        stop(self.proc)
 
 
 # -- llama-server -------------------------------------------------------------------------------------
@@ -271,6 +381,10 @@ def prompt_ids(model: Any, case: Any, doc: dict, chat: bool) -> list[int]:
     return model.tokenize(prompt_text(case, doc))
 
 
+def _verdict(run: dict) -> str:
+    return "valid" if run["valid"] else "INVALID" if run["finished"] else "cut"
+
+
 def bench_model(name: str, args: argparse.Namespace, validate: Callable) -> dict:
     import hallmark
     from hallmark.catalog import resolve
@@ -281,6 +395,13 @@ def bench_model(name: str, args: argparse.Namespace, validate: Callable) -> dict
     # the default policy refused an XSum extraction prompt as disinformation (score 0.90).
     model = hallmark.load(name, n_ctx=N_CTX, n_threads=args.threads, show_progress=False, policy="off")
     chat = name in CHAT_MODELS
+    server = HallmarkServer(path, args.threads) if args.via == "server" else None
+
+    def hallmark_run(ids: list[int], schema: dict | None, seed: int, max_tokens: int, case: str) -> dict:
+        if server is not None:
+            return server.run(ids, schema, seed, max_tokens, case)
+        return run_hallmark(model, ids, schema, seed, max_tokens)
+
     proc, url = start_llama_server(path, args.threads)
     records: list[dict] = []
     try:
@@ -291,7 +412,7 @@ def bench_model(name: str, args: argparse.Namespace, validate: Callable) -> dict
         for case in CASES:
             doc = next(d for c, d in work if c is case)
             ids = prompt_ids(model, case, doc, chat)
-            run_hallmark(model, ids, case.schema, 0, 8)
+            hallmark_run(ids, case.schema, 0, 8, case.name)
             run_llama_server(client, ids, case.schema, 0, 8)
         t_start = time.perf_counter()
         for i, (case, doc) in enumerate(work):
@@ -307,8 +428,8 @@ def bench_model(name: str, args: argparse.Namespace, validate: Callable) -> dict
                 "seed": seed,
                 "prompt_tokens": len(ids),
             }
-            rec["hallmark"] = run_hallmark(model, ids, case.schema, seed, args.max_tokens)
-            rec["hallmark_free"] = run_hallmark(model, ids, None, seed, args.max_tokens)
+            rec["hallmark"] = hallmark_run(ids, case.schema, seed, args.max_tokens, case.name)
+            rec["hallmark_free"] = hallmark_run(ids, None, seed, args.max_tokens, case.name)
             rec["llama_server"] = run_llama_server(client, ids, case.schema, seed, args.max_tokens)
             rec["llama_server_free"] = run_llama_server(client, ids, None, seed, args.max_tokens)
             for engine in ("hallmark", "llama_server"):
@@ -324,13 +445,13 @@ def bench_model(name: str, args: argparse.Namespace, validate: Callable) -> dict
             eta = (time.perf_counter() - t_start) / (i + 1) * (len(work) - i - 1)
             print(
                 f"[{name} {i + 1}/{len(work)}, {eta / 60:.0f} min left] {case.name}: hallmark "
-                f"{h['tokens']} tok {h['stop_reason']} {'valid' if h['valid'] else 'INVALID'} "
+                f"{h['tokens']} tok {h['stop_reason']} {_verdict(h)} "
                 f"{1e3 * h['tokens'] / max(h['decode_ms'], 1e-9):.0f} tok/s, mask {h['grammar_ms']:.1f} ms | "
                 f"free {rec['hallmark_free']['tokens']} tok | llama-server "
                 + (
                     s["error"][:60]
                     if "error" in s
-                    else f"{s['tokens']} tok {s['stop_reason']} {'valid' if s['valid'] else 'invalid'} "
+                    else f"{s['tokens']} tok {s['stop_reason']} {_verdict(s)} "
                     f"{1e3 * s['tokens'] / max(s['decode_ms'], 1e-9):.0f} tok/s"
                 ),
                 file=sys.stderr,
@@ -338,6 +459,8 @@ def bench_model(name: str, args: argparse.Namespace, validate: Callable) -> dict
             )
     finally:
         stop(proc)
+        if server is not None:
+            server.close()
 
     # Watermark: scored from the text with the spec the outputs name and the evaluation key.
     spec_ids = {r[p]["spec_id"] for r in records for p in ("hallmark", "hallmark_free") if r[p]["spec_id"]}
@@ -505,6 +628,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="10 generations per model (2 per schema)")
     ap.add_argument("--max-tokens", type=int, default=160)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    ap.add_argument(
+        "--via",
+        choices=("server", "api"),
+        default="server",
+        help="hallmark over HTTP (hallmark serve, as llama-server is) or its Python API in this process",
+    )
     ap.add_argument("--out", default=str(RESULTS / "structured.json"))
     args = ap.parse_args()
     if args.quick:
@@ -513,7 +642,8 @@ def main() -> None:
     os.environ["HALLMARK_WATERMARK_KEY"] = EVAL_SECRET.hex()
     validate = validator()
     check_examples(validate)
-    PROBE.install()
+    if args.via == "api":
+        PROBE.install()
     import importlib.metadata
 
     res: dict[str, Any] = {
@@ -527,7 +657,11 @@ def main() -> None:
             "threads": args.threads,
             "n_ctx": N_CTX,
             "sampling": SAMPLING,
-            "hallmark_via": "Python API (Model.generate with token ids), in this process",
+            "hallmark_via": (
+                "hallmark serve (/v1/completions, token ids, response_format json_schema, 1 slot)"
+                if args.via == "server"
+                else "its Python API in the benchmark's process"
+            ),
             "llama_server": "llama.cpp from llama-cpp-python "
             + importlib.metadata.version("llama-cpp-python")
             + ", /completion with json_schema, 1 slot",
@@ -553,4 +687,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--serve-instrumented"]:
+        serve_instrumented(sys.argv[2:])
+    else:
+        main()

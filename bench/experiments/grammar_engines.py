@@ -9,8 +9,11 @@ benchmark (bench/structured_cases.py), it measures:
   whose matcher builds its lexer lazily) and xgrammar's `compile_json_schema` (cache off, then a
   `GrammarMatcher`), both writing JSON as hallmark does (no free whitespace, `, ` and `: `);
 - per token, while walking the schema's example instance token by token: the engine's mask
-  (a bitmask), turning it into token ids (what hallmark's sampler takes), `restrict` (the ids applied
-  to the logits), each engine's own bitmask-to-logits kernel, and advancing the matcher.
+  (a bitmask of 32-bit words, the same layout in both), hallmark's `TokenMask` over it (it counts
+  the allowed tokens), `restrict` as the sampler calls it with top-k 40 (the logits of the top 40
+  allowed tokens kept; random logits here), each engine's own kernel that applies a bitmask to the
+  whole vocabulary, and advancing the matcher. "hallmark step" is mask + TokenMask + restrict +
+  advance: the per-token work either engine would do inside hallmark's sampler.
   Median and p95 over every token of `--walks` walks, each with a fresh matcher (so the lazily built
   states of the first walk count too).
 
@@ -90,15 +93,12 @@ def vocabulary(tok: Any) -> tuple[list[bytes], list[int]]:
     return data, eog
 
 
-def ids_from_bitmask(bits: np.ndarray, n_vocab: int) -> np.ndarray:
-    """What `GrammarState.allowed` does after the mask: the allowed token ids."""
-    return np.flatnonzero(np.unpackbits(bits.view(np.uint8), bitorder="little", count=n_vocab))
+# The sampler's default top-k (hallmark's and llama.cpp's): restrict keeps that many allowed tokens.
+TOP_K = 40
 
 
-def has(ids: np.ndarray, token: int) -> bool:
-    """Whether sorted `ids` hold `token`."""
-    i = int(np.searchsorted(ids, token))
-    return i < ids.shape[0] and int(ids[i]) == token
+def has(mask: Any, token: int) -> bool:
+    return bool(mask.allows(np.array([token]))[0])
 
 
 def bench_model(name: str, walks: int, repeats: int, threads: int) -> dict:
@@ -108,7 +108,7 @@ def bench_model(name: str, walks: int, repeats: int, threads: int) -> dict:
 
     import hallmark
     from hallmark.engine import grammar as hg
-    from hallmark.engine.sampler import restrict
+    from hallmark.engine.sampler import TokenMask, restrict
 
     xgr = _xgrammar()
     model = hallmark.load(name, n_ctx=256, watermark=None, show_progress=False)
@@ -151,7 +151,9 @@ def bench_model(name: str, walks: int, repeats: int, threads: int) -> dict:
         # -- llguidance, as hallmark runs it ------------------------------------------------------
         compile_s, grammar = timed(lambda case=case: hg.Grammar.json_schema(case.schema), repeats)
         matcher_s, _ = timed(lambda grammar=grammar: hg.GrammarState(grammar, tok), repeats)
-        ll: dict[str, list[float]] = {k: [] for k in ("mask", "ids", "restrict", "bitmask_apply", "advance")}
+        ll: dict[str, list[float]] = {
+            k: [] for k in ("mask", "token_mask", "restrict", "bitmask_apply", "advance")
+        }
         ll_first: list[float] = []
         for _ in range(walks):
             state = hg.GrammarState(grammar, tok)
@@ -160,9 +162,9 @@ def bench_model(name: str, walks: int, repeats: int, threads: int) -> dict:
                 t0 = time.perf_counter()
                 state.matcher.unsafe_compute_mask_ptr(bits.ctypes.data, bits.nbytes)
                 t1 = time.perf_counter()
-                allowed = ids_from_bitmask(bits, n)
+                allowed = TokenMask(bits, n)
                 t2 = time.perf_counter()
-                restrict(logits, allowed)
+                restrict(logits, allowed, TOP_K)
                 t3 = time.perf_counter()
                 x = logits.copy()
                 t4 = time.perf_counter()
@@ -176,7 +178,7 @@ def bench_model(name: str, walks: int, repeats: int, threads: int) -> dict:
                     ll[k].append(v)
                 if i == 0:
                     ll_first.append(t1 - t0)
-            assert state.complete or set(state.allowed().tolist()) & set(eog), "llguidance: not complete"
+            assert state.complete or state.allowed().allows(np.array(eog)).any(), "llguidance: not complete"
 
         # -- xgrammar -----------------------------------------------------------------------------
         schema_text = json.dumps(case.schema)
@@ -197,9 +199,9 @@ def bench_model(name: str, walks: int, repeats: int, threads: int) -> dict:
                 t0 = time.perf_counter()
                 matcher.fill_next_token_bitmask(bitmask)
                 t1 = time.perf_counter()
-                allowed = ids_from_bitmask(bitmask.numpy()[0], n)
+                allowed = TokenMask(bitmask.numpy()[0], n)
                 t2 = time.perf_counter()
-                restrict(logits, allowed)
+                restrict(logits, allowed, TOP_K)
                 t3 = time.perf_counter()
                 xgr.apply_token_bitmask_inplace(logits_t, bitmask)
                 t4 = time.perf_counter()
@@ -213,13 +215,13 @@ def bench_model(name: str, walks: int, repeats: int, threads: int) -> dict:
                 if i == 0:
                     xg_first.append(t1 - t0)
             matcher.fill_next_token_bitmask(bitmask)
-            assert set(ids_from_bitmask(bitmask.numpy()[0], n).tolist()) & set(eog), "xgrammar: not complete"
+            assert TokenMask(bitmask.numpy()[0], n).allows(np.array(eog)).any(), "xgrammar: not complete"
 
         def summary(samples: dict[str, list[float]], first: list[float], c_s: float, m_s: float) -> dict:
             per_token = [
                 a + b + c + d
                 for a, b, c, d in zip(
-                    *(samples[k] for k in ("mask", "ids", "restrict", "advance")), strict=True
+                    *(samples[k] for k in ("mask", "token_mask", "restrict", "advance")), strict=True
                 )
             ]
             return {
