@@ -300,12 +300,16 @@ def test_constrained_output_is_still_watermarked(smollm2):
             "a bottle. Answer as JSON with a title and the story.",
         }
     ]
+    # Without a repetition penalty SmolLM2 at temperature 1 loops with some keys (one record scored 16
+    # distinct contexts of 200 tokens; 1 key in 14 gave p 2e-4 for all three). With 1.3, 14 keys gave
+    # 86-180 scored tokens per record and p 1e-76 to 1e-135 for the three.
     texts = []
     for seed in (1, 2, 3):
-        r = smollm2.chat(prompt, response_format=schema, seed=seed, temperature=1.0, max_tokens=200)
-        assert r.watermark.applied and r.watermark.watermarked_tokens > 20
+        r = smollm2.chat(
+            prompt, response_format=schema, seed=seed, temperature=1.0, max_tokens=200, repetition_penalty=1.3
+        )
+        assert r.watermark.applied and r.watermark.watermarked_tokens > 40, r.text
         texts.append(r.text)
-    # The three records together: 8 runs with as many keys gave p 1e-7 to 1e-20 for each alone.
     found = hallmark.detect("\n".join(texts), model=smollm2.path, spec=smollm2.watermark_spec)
     assert found.p_value < 1e-8, (found.p_value, texts)
 
