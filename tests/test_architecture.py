@@ -41,6 +41,8 @@ ALLOWED: list[tuple[str, tuple[str, ...]]] = [
     ("hallmark.engine", ("hallmark.engine", "hallmark.backends.base", *WATERMARK, *LEAVES)),
     ("hallmark.model", BELOW_MODEL),
     ("hallmark.tasks", ("hallmark.tasks", "hallmark.model", *BELOW_MODEL)),
+    # Zero-shot detection loads its scoring models (hallmark.model) and reads their statistics.
+    ("hallmark.zeroshot", ("hallmark.zeroshot", "hallmark.model", *BELOW_MODEL)),
     ("hallmark.train", ("hallmark.train", "hallmark.model", "hallmark.tasks", *BELOW_MODEL)),
     ("hallmark.server", ("hallmark.server", "hallmark.model", "hallmark.__init__", *BELOW_MODEL)),
     ("hallmark.cli", ("hallmark",)),

@@ -33,7 +33,7 @@ from hallmark.engine.rails import DEFAULT_DISCLOSURE, NO_DISCLOSURE, Disclosure,
 from hallmark.engine.request import Request
 from hallmark.engine.results import GenerationResult, StreamChunk
 from hallmark.engine.sampling import SamplingParams, sampling_params
-from hallmark.engine.scoring import sliding_token_logprobs
+from hallmark.engine.scoring import TokenStatistics, sliding_token_logprobs, sliding_token_statistics
 from hallmark.engine.tools import check_template_data
 from hallmark.errors import HallmarkError, ModelFileError, PromptError, WatermarkSpecError, check_unicode
 from hallmark.gguf_info import AdapterInfo, read_adapter_info
@@ -466,12 +466,35 @@ class Model:
         that are new in each window (hallmark.engine.scoring). `on_window(n)` is called after each
         window with the tokens it scored.
         """
+        return self._score(sliding_token_logprobs, text, window, stride, on_window)
+
+    def token_statistics(
+        self,
+        text: str | Sequence[int],
+        *,
+        window: int | None = None,
+        stride: int | None = None,
+        on_window: Callable[[int], None] | None = None,
+    ) -> TokenStatistics:
+        """Per-token log-probability, log-rank, entropy and log-probability variance of `text`
+        (hallmark.engine.scoring.TokenStatistics), from the same pass and windows as `token_logprobs`."""
+        return self._score(sliding_token_statistics, text, window, stride, on_window)
+
+    def _score(
+        self,
+        scorer: Callable[..., Any],
+        text: str | Sequence[int],
+        window: int | None,
+        stride: int | None,
+        on_window: Callable[[int], None] | None,
+    ) -> Any:
+        """Run a sliding-window scorer of hallmark.engine.scoring on a free sequence slot."""
         window, stride = self.scoring_window(window, stride)
         if not self._free_slots:
             raise HallmarkError("every sequence slot is busy with a stream; finish or close one first")
         slot = self._free_slots.pop()
         try:
-            return sliding_token_logprobs(
+            return scorer(
                 self.backend, slot, self._prompt_ids(text), window, stride, self.adapter_set, on_window
             )
         finally:

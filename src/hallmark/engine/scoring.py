@@ -13,6 +13,7 @@ window's).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -24,14 +25,68 @@ SCORE_CHUNK = 256
 _ROWS = 16
 
 
-def token_logprobs(
-    backend: Backend, seq_id: int, tokens: Sequence[int], adapters: AdapterSet = ()
-) -> np.ndarray:
-    """log p(tokens[i] | tokens[:i]) for i = 1 .. n-1, evaluated in the (cleared) sequence `seq_id`
-    with the LoRA adapter set `adapters` (() = the base model)."""
+@dataclass(frozen=True)
+class TokenStatistics:
+    """Per-token statistics of a text under a model, for tokens 1 .. n-1 (token 0 has no context).
+
+    `logprob` is log p(token | tokens before it); `log_rank` the log of its 1-based rank among the
+    vocabulary by probability; `entropy` the entropy of the predictive distribution (nats);
+    `logprob_var` the variance of log p(x) for x drawn from that distribution, which with -entropy
+    as its mean is what Fast-DetectGPT's analytic criterion standardizes by (Bao et al. 2024).
+    """
+
+    logprob: np.ndarray
+    log_rank: np.ndarray
+    entropy: np.ndarray
+    logprob_var: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.logprob.shape[0])
+
+    def __getitem__(self, index: slice) -> TokenStatistics:
+        return TokenStatistics(
+            self.logprob[index], self.log_rank[index], self.entropy[index], self.logprob_var[index]
+        )
+
+    @staticmethod
+    def empty(n: int) -> TokenStatistics:
+        return TokenStatistics(*(np.empty(n, dtype=np.float64) for _ in range(4)))
+
+
+def _block_statistics(block: np.ndarray, targets: np.ndarray, full: bool) -> tuple[np.ndarray, ...]:
+    """(logprob,) or (logprob, log_rank, entropy, logprob_var) of `targets` under logit rows `block`."""
+    rows = np.arange(block.shape[0])
+    if not full:  # perplexity: float64, as it always was
+        block = block.astype(np.float64)
+        peak = block.max(axis=1, keepdims=True)
+        log_norm = peak[:, 0] + np.log(np.exp(block - peak).sum(axis=1))
+        return (block[rows, targets] - log_norm,)
+    # float32 throughout (numpy's float32 sums are pairwise): 0.7 ms a token at 262k entries,
+    # against 6 ms in float64. With s = z - max z and T = sum exp(s), log p = s - log T, so
+    # E[log p] = E[s] - log T and Var[log p] = Var[s].
+    block = np.asarray(block, dtype=np.float32)
+    shifted = block - block.max(axis=1, keepdims=True)
+    weight = np.exp(shifted)
+    total = weight.sum(axis=1).astype(np.float64)
+    first = np.einsum("ij,ij->i", weight, shifted).astype(np.float64) / total  # E[s]
+    np.square(shifted, out=shifted)
+    second = np.einsum("ij,ij->i", weight, shifted).astype(np.float64) / total  # E[s^2]
+    log_total = np.log(total)
+    target_logits = block[rows, targets]
+    picked = (target_logits - block.max(axis=1)).astype(np.float64) - log_total
+    # Ties count in the token's favour: rank 1 means no token is more likely.
+    rank = (block > target_logits[:, None]).sum(axis=1) + 1
+    entropy = log_total - first
+    return picked, np.log(rank), entropy, np.maximum(second - np.square(first), 0.0)
+
+
+def _score(
+    backend: Backend, seq_id: int, tokens: Sequence[int], adapters: AdapterSet, full: bool
+) -> list[np.ndarray]:
     if len(tokens) > backend.n_ctx:
         raise ValueError(f"{len(tokens)} tokens exceed the context of {backend.n_ctx}")
-    out = np.empty(max(0, len(tokens) - 1), dtype=np.float64)
+    n_out = max(0, len(tokens) - 1)
+    out = [np.empty(n_out, dtype=np.float64) for _ in range(4 if full else 1)]
     backend.set_adapters(seq_id, adapters)
     backend.free(seq_id)
     try:
@@ -41,14 +96,28 @@ def token_logprobs(
             # Row i predicts token start + i + 1; the last row of the last chunk predicts nothing.
             targets = np.asarray(tokens[start + 1 : start + 1 + len(chunk)], dtype=np.int64)
             for i in range(0, targets.shape[0], _ROWS):  # float64 in small blocks: 16 x 262k is 34 MB
-                block = rows[i : i + _ROWS][: targets.shape[0] - i].astype(np.float64)
-                peak = block.max(axis=1, keepdims=True)
-                log_norm = peak[:, 0] + np.log(np.exp(block - peak).sum(axis=1))
-                picked = block[np.arange(block.shape[0]), targets[i : i + block.shape[0]]]
-                out[start + i : start + i + block.shape[0]] = picked - log_norm
+                block = rows[i : i + _ROWS][: targets.shape[0] - i]
+                stats = _block_statistics(block, targets[i : i + block.shape[0]], full)
+                for column, values in zip(out, stats, strict=True):
+                    column[start + i : start + i + block.shape[0]] = values
     finally:
         backend.free(seq_id)
     return out
+
+
+def token_logprobs(
+    backend: Backend, seq_id: int, tokens: Sequence[int], adapters: AdapterSet = ()
+) -> np.ndarray:
+    """log p(tokens[i] | tokens[:i]) for i = 1 .. n-1, evaluated in the (cleared) sequence `seq_id`
+    with the LoRA adapter set `adapters` (() = the base model)."""
+    return _score(backend, seq_id, tokens, adapters, full=False)[0]
+
+
+def token_statistics(
+    backend: Backend, seq_id: int, tokens: Sequence[int], adapters: AdapterSet = ()
+) -> TokenStatistics:
+    """`TokenStatistics` of tokens 1 .. n-1, from the same single pass as `token_logprobs`."""
+    return TokenStatistics(*_score(backend, seq_id, tokens, adapters, full=True))
 
 
 def windows(n_tokens: int, window: int, stride: int) -> list[tuple[int, int, int]]:
@@ -88,13 +157,40 @@ def sliding_token_logprobs(
     Equal to `token_logprobs` when the text fits one window. `on_window(n)` is called after each
     window with the number of tokens it scored (for a progress bar).
     """
+    return _slide(backend, seq_id, tokens, window, stride, adapters, on_window, full=False)[0]
+
+
+def sliding_token_statistics(
+    backend: Backend,
+    seq_id: int,
+    tokens: Sequence[int],
+    window: int,
+    stride: int,
+    adapters: AdapterSet = (),
+    on_window: Callable[[int], None] | None = None,
+) -> TokenStatistics:
+    """`token_statistics` with the sliding windows of `sliding_token_logprobs`."""
+    return TokenStatistics(*_slide(backend, seq_id, tokens, window, stride, adapters, on_window, full=True))
+
+
+def _slide(
+    backend: Backend,
+    seq_id: int,
+    tokens: Sequence[int],
+    window: int,
+    stride: int,
+    adapters: AdapterSet,
+    on_window: Callable[[int], None] | None,
+    full: bool,
+) -> list[np.ndarray]:
     if window > backend.n_ctx:
         raise ValueError(f"a window of {window} tokens exceeds the context of {backend.n_ctx}")
-    out = np.empty(max(0, len(tokens) - 1), dtype=np.float64)
+    out = [np.empty(max(0, len(tokens) - 1), dtype=np.float64) for _ in range(4 if full else 1)]
     for begin, end, first in windows(len(tokens), window, stride):
-        scores = token_logprobs(backend, seq_id, tokens[begin:end], adapters)
-        # scores[j] is the log-probability of token begin + j + 1.
-        out[first - 1 : end - 1] = scores[first - begin - 1 :]
+        scores = _score(backend, seq_id, tokens[begin:end], adapters, full)
+        # scores[j] is the statistic of token begin + j + 1.
+        for column, values in zip(out, scores, strict=True):
+            column[first - 1 : end - 1] = values[first - begin - 1 :]
         if on_window is not None:
             on_window(end - first)
     return out
