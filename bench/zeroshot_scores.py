@@ -115,12 +115,12 @@ def main() -> None:
     args = parser.parse_args()
     model = hallmark.load(args.model, n_threads=args.threads, watermark=None, policy="off")
     cache = ScoreCache(model, args.max_tokens)
-    for s in data.machine_sets(args.per_file):
-        cache.score_all(s.machine + s.human, s.name)
     for domain, texts in data.calibration_texts(args.per_domain).items():
         cache.score_all(texts, f"calibration {domain}")
     for s in data.heldback_human_sets(args.per_set):
         cache.score_all(s.human, s.name)
+    for s in data.machine_sets(args.per_file):
+        cache.score_all(s.machine + s.human, s.name)
 
 
 if __name__ == "__main__":
