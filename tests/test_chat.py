@@ -156,3 +156,10 @@ def test_template_raise_exception_becomes_chat_format_error():
 def test_broken_template_is_a_clear_error():
     with pytest.raises(ChatFormatError, match="does not parse"):
         render_chat([{"role": "user", "content": "x"}], "{% for m in messages %}")
+
+
+@pytest.mark.parametrize(("messages", "message"), [("hello", "must be a list"), (["hi"], "not an object")])
+def test_a_chat_given_a_string_says_what_it_takes(smollm2, messages, message):
+    # Model.chat used to pass these to the disclosure rail first: a ValueError from dict(), no message.
+    with pytest.raises(ChatFormatError, match=message):
+        smollm2.chat(messages, max_tokens=4)

@@ -26,7 +26,7 @@ import numpy as np
 
 from hallmark.backends import AdapterSet, Backend, BackendConfig, Tokenizer, adapter_set, open_backend
 from hallmark.catalog import DEFAULT_MODEL, CatalogEntry, resolve
-from hallmark.engine.chat import FALLBACK_STOP, render_chat_segments, tokenize_chat
+from hallmark.engine.chat import FALLBACK_STOP, render_chat_segments, tokenize_chat, validate_messages
 from hallmark.engine.generate import generate_stream, in_order
 from hallmark.engine.grammar import Grammar, grammar_tokenizer, response_format_grammar
 from hallmark.engine.rails import DEFAULT_DISCLOSURE, NO_DISCLOSURE, Disclosure, asks_if_human
@@ -407,7 +407,9 @@ class Model:
         if not self.chat_template:  # the plain fallback format ends a turn where the next "User:" starts
             params = params.with_overrides(stop=tuple(params.stop) + FALLBACK_STOP)
         self._prepare(grammar)
-        # Before the disclosure's system message is added, so that errors name the caller's indices.
+        # Before the disclosure's system message is added, so that errors name the caller's indices
+        # (and a string or a list of strings is a ChatFormatError, not a TypeError in the rail).
+        validate_messages(messages)
         if tools is not None or any(isinstance(m, Mapping) and m.get("tool_calls") for m in messages):
             check_template_data(self.backend, tools, messages)
         disclosure = self.disclosure if conversation else NO_DISCLOSURE
