@@ -25,7 +25,7 @@ from typing import Any
 
 from hallmark.errors import DetectionError, check_unicode
 from hallmark.zeroshot import DEFAULT_ZS_FPR
-from hallmark.zeroshot.calibration import Calibration, Scorer
+from hallmark.zeroshot.calibration import SHIPPED, Calibration, Scorer
 from hallmark.zeroshot.statistics import text_statistics
 
 _WORD = re.compile(r"\S+")
@@ -103,9 +103,7 @@ class ZeroShotDetector:
         from hallmark.model import load
 
         self.calibration = (
-            calibration
-            if isinstance(calibration, Calibration)
-            else Calibration.load(calibration or _shipped())
+            calibration if isinstance(calibration, Calibration) else Calibration.load(calibration or SHIPPED)
         )
         self.models = {}
         for scorer in self.calibration.scorers:
@@ -223,12 +221,6 @@ class Passage:
             "score": self.score,
             "p_value": self.p_value,
         }
-
-
-def _shipped() -> Path:
-    from hallmark.zeroshot.calibration import SHIPPED
-
-    return SHIPPED
 
 
 def _check_scorer(scorer: Scorer, model: Any) -> None:
