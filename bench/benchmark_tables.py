@@ -997,6 +997,109 @@ def structured_table(res: Result) -> str:
     return "\n".join(parts)
 
 
+# -- zero-shot detection ----------------------------------------------------------------------------
+_ZS_MODELS = {"smollm2-135m-instruct": "SmolLM2", "gemma-3-270m": "gemma"}
+_ZS_STATS = {
+    "log_likelihood": "log-likelihood",
+    "log_rank": "log-rank",
+    "entropy": "entropy",
+    "fast_detectgpt": "Fast-DetectGPT",
+    "binoculars": "Binoculars",
+    "all": "all five averaged",
+}
+
+
+def _zs_method(method: str) -> str:
+    if method == "shipped":
+        return "**shipped combination**"
+    if method == "all":
+        return "all ten averaged"
+    if method.startswith("shipped -"):
+        return f"shipped without {_zs_method(method.removeprefix('shipped -'))}"
+    model, statistic = method.split(":")
+    return f"{_ZS_MODELS.get(model, model)} {_ZS_STATS.get(statistic, statistic)}"
+
+
+def _ci(cell: dict, digits: int = 2) -> str:
+    lo, hi = cell["ci"]
+    return f"{cell['value']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def zeroshot_table(res: Result) -> str:
+    """AUROC per method and set, the shipped combination with CIs and its calibrated decisions,
+    false positives on human-only sets, AUROC by length, scoring speed."""
+    metrics, decisions = res["metrics"], res["decisions"]
+    names = list(metrics)
+    methods = list(next(iter(metrics.values())))
+    pooled = res["settings"]["pooled_human_texts"]
+    lines = [
+        "AUROC / TPR at 1% FPR per method. Texts are compared at the longest calibrated length they "
+        f"reach; the TPR's threshold is the 99th percentile of all {pooled} human texts of the run, "
+        "pooled:",
+        "",
+    ]
+    lines.append("| method | " + " | ".join(names) + " |")
+    lines.append("|---|" + "---:|" * len(names))
+    for m in methods:
+        cells = [
+            f"{metrics[n][m]['auroc']['value']:.3f} / {metrics[n][m]['tpr_1pct_pooled']:.2f}" for n in names
+        ]
+        lines.append(f"| {_zs_method(m)} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "The shipped detector, with 95% bootstrap intervals (the set's own human texts set the "
+        "empirical TPR's threshold); its calibrated decisions at --zs-fpr 1%:",
+        "",
+    ]
+    lines.append(
+        "| set | human / machine texts | AUROC | TPR at 1% FPR, pooled | TPR at 1% FPR, own human texts "
+        "| flagged at 1%: machine | flagged at 1%: human |"
+    )
+    lines.append("|---|---:|---:|---:|---:|---:|---:|")
+    for n in names:
+        d, m = decisions[n], metrics[n]["shipped"]
+        lines.append(
+            f"| {n} | {d['human']} / {d['machine']} | {_ci(m['auroc'], 3)} | {m['tpr_1pct_pooled']:.2f} | "
+            f"{_ci(m['tpr_1pct'])} | {d['machine_flagged']} ({d['machine_flagged'] / d['machine']:.0%}) | "
+            f"{d['human_flagged']} ({d['human_flagged'] / d['human']:.1%}) |"
+        )
+    human_only = [s for s in res["sets"] if not s["machine"]]
+    if human_only:
+        lines += ["", "Human-only sets the calibration never saw, flagged at --zs-fpr 1%:", ""]
+        lines.append("| set | texts | median words compared | flagged |")
+        lines.append("|---|---:|---:|---:|")
+        for s in human_only:
+            d = decisions[s["name"]]
+            lines.append(
+                f"| {s['name']} | {d['human']} | {s['median_words']} | "
+                f"{d['human_flagged']} ({d['human_flagged'] / d['human']:.1%}) |"
+            )
+    lengths = sorted({int(b) for v in res["length_auroc"].values() for b in v})  # JSON keys: strings
+    lines += ["", "AUROC of the shipped combination with every text cut to a length (words):", ""]
+    lines.append("| set | " + " | ".join(str(b) for b in lengths) + " |")
+    lines.append("|---|" + "---:|" * len(lengths))
+    for n, by in res["length_auroc"].items():
+        lines.append(
+            f"| {n} | " + " | ".join(f"{by[str(b)]:.3f}" if str(b) in by else "" for b in lengths) + " |"
+        )
+    lines += ["", "| scoring model | tokens | seconds | tokens/s |", "|---|---:|---:|---:|"]
+    for model, sp in res["speed"].items():
+        lines.append(f"| {model} | {sp['tokens']} | {sp['seconds']} | {sp['tokens_per_s']} |")
+    return "\n".join(lines)
+
+
+def zeroshot_run(res: Result) -> str:
+    """One line: when and on what the zero-shot benchmark was recorded."""
+    st = res["settings"]
+    info = st["calibration_info"]
+    domains = ", ".join(f"{k} {v}" for k, v in info.get("domains", {}).items())
+    return (
+        f"Recorded {res['recorded']} at commit {res['commit']}: calibration {st['calibration']} "
+        f"({domains} human texts), {len(st['features'])} features, lengths {st['lengths'][0]}-"
+        f"{st['lengths'][-1]} words; {st['bootstrap']} bootstrap draws."
+    )
+
+
 BLOCKS: dict[str, tuple[str, Callable[[Result], str]]] = {
     "decode": ("decode", decode_table),
     "decode-run": ("decode", decode_run),
@@ -1031,6 +1134,8 @@ BLOCKS: dict[str, tuple[str, Callable[[Result], str]]] = {
     "structured-validity": ("structured", structured_validity_table),
     "structured-speed": ("structured", structured_speed_table),
     "structured-watermark": ("structured", structured_watermark_table),
+    "zeroshot": ("zeroshot", zeroshot_table),
+    "zeroshot-run": ("zeroshot", zeroshot_run),
 }
 
 # Result file stem -> the block whose text is bench/results/<stem>.md (what the script writes).
@@ -1050,4 +1155,5 @@ RESULT_TABLES = {
     "finetune": "finetune",
     "grammar_engines": "grammar_engines",
     "structured": "structured",
+    "zeroshot": "zeroshot",
 }

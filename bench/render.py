@@ -37,7 +37,7 @@ RESULTS = BENCH / "results"
 ROOT = BENCH.parent
 DOCS = ROOT / "docs"
 # bench/results file -> its copy under docs/ (mkdocs serves only what lies in docs/).
-FIGURES = {"watermark_roc.png": "assets/watermark_roc.png"}
+FIGURES = {"watermark_roc.png": "assets/watermark_roc.png", "zeroshot_roc.png": "assets/zeroshot_roc.png"}
 
 START = re.compile(r"<!-- bench:(?P<name>[\w-]+) -->[ \t]*$")
 END = "<!-- /bench:{name} -->"

@@ -109,18 +109,18 @@ def main() -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--max-tokens", type=int, default=MAX_TOKENS)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--per-file", type=int, default=250, help="machine/human pairs per detection file")
+    parser.add_argument("--per-file", type=int, default=150, help="machine/human pairs per detection file")
     parser.add_argument("--per-domain", type=int, default=250, help="calibration texts per domain")
-    parser.add_argument("--per-set", type=int, default=150, help="held-back human texts per set")
+    parser.add_argument("--per-set", type=int, default=100, help="held-back human texts per set")
     args = parser.parse_args()
     model = hallmark.load(args.model, n_threads=args.threads, watermark=None, policy="off")
     cache = ScoreCache(model, args.max_tokens)
     for domain, texts in data.calibration_texts(args.per_domain).items():
         cache.score_all(texts, f"calibration {domain}")
-    for s in data.heldback_human_sets(args.per_set):
-        cache.score_all(s.human, s.name)
     for s in data.machine_sets(args.per_file):
         cache.score_all(s.machine + s.human, s.name)
+    for s in data.heldback_human_sets(args.per_set):
+        cache.score_all(s.human, s.name)
 
 
 if __name__ == "__main__":

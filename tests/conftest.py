@@ -22,8 +22,11 @@ os.environ.pop("HALLMARK_WATERMARK_KEY", None)
 # Likewise the server's request log, and the registry of fine-tuned models (hallmark.registry).
 os.environ["HALLMARK_LOG_DB"] = os.path.join(tempfile.mkdtemp(prefix="hallmark-test-logs-"), "logs.db")
 os.environ["HALLMARK_DATA_DIR"] = tempfile.mkdtemp(prefix="hallmark-test-data-")
+# Detection without the zero-shot assessment unless a test asks for it (tests/test_zeroshot.py):
+# it loads both shipped models and scores every text, which the watermark tests do not need.
+os.environ["HALLMARK_ZERO_SHOT"] = "0"
 # Environment variables that CLI and server subprocesses keep (every other HALLMARK_* is dropped).
-KEPT_ENV = ("HALLMARK_CONFIG_DIR", "HALLMARK_LOG_DB", "HALLMARK_DATA_DIR")
+KEPT_ENV = ("HALLMARK_CONFIG_DIR", "HALLMARK_LOG_DB", "HALLMARK_DATA_DIR", "HALLMARK_ZERO_SHOT")
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,8 @@ class FakeServer:
 
     def __init__(self, tmp_path: Path, backend: dict[str, Any] | None = None, **config: Any):
         self.backend = FakeBackend(**{"n_ctx": 512, "max_sequences": 2, **(backend or {})})
+        # No zero-shot detector (it loads both shipped models) unless a test asks for one.
+        config = {"zero_shot": False, **config}
         self.config = ServerConfig(log_db=str(tmp_path / "log.db"), batch_wait_ms=0, **config)
         # The request policy only when asked for (policy="default" or a file): most tests need none.
         policy = load_policy(self.config.policy) if self.config.policy else None

@@ -58,8 +58,9 @@ class ServerProcess:
 
 def start_server(*args: str, log_db: Path, api_key: str | None = None, timeout: float = 120) -> ServerProcess:
     port = free_port()
-    # The test session's config dir (keys) and data dir (the model registry); no other HALLMARK_* setting.
-    kept = ("HALLMARK_CONFIG_DIR", "HALLMARK_DATA_DIR")
+    # The test session's config dir (keys), data dir (the model registry) and zero-shot default (off:
+    # tests/conftest.py); no other HALLMARK_* setting.
+    kept = ("HALLMARK_CONFIG_DIR", "HALLMARK_DATA_DIR", "HALLMARK_ZERO_SHOT")
     env = {k: v for k, v in os.environ.items() if not k.startswith("HALLMARK_") or k in kept}
     cmd = [sys.executable, "-m", "hallmark", "serve", *args, "--port", str(port), "--log-db", str(log_db)]
     if api_key:

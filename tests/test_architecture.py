@@ -43,8 +43,13 @@ ALLOWED: list[tuple[str, tuple[str, ...]]] = [
     ("hallmark.tasks", ("hallmark.tasks", "hallmark.model", *BELOW_MODEL)),
     # Zero-shot detection loads its scoring models (hallmark.model) and reads their statistics.
     ("hallmark.zeroshot", ("hallmark.zeroshot", "hallmark.model", *BELOW_MODEL)),
+    # `hallmark.detect`: the watermark's verdict and the zero-shot assessment beside it.
+    ("hallmark.detection", ("hallmark.watermark", "hallmark.zeroshot", *LEAVES)),
     ("hallmark.train", ("hallmark.train", "hallmark.model", "hallmark.tasks", *BELOW_MODEL)),
-    ("hallmark.server", ("hallmark.server", "hallmark.model", "hallmark.__init__", *BELOW_MODEL)),
+    (
+        "hallmark.server",
+        ("hallmark.server", "hallmark.model", "hallmark.zeroshot", "hallmark.__init__", *BELOW_MODEL),
+    ),
     ("hallmark.cli", ("hallmark",)),
     ("hallmark.errors", ()),
     ("hallmark.settings", ()),

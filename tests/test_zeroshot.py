@@ -44,6 +44,16 @@ def _fast_detectgpt_reference(logits: np.ndarray, targets: np.ndarray) -> float:
     return float((log_likelihood.sum() - mean_ref.sum()) / np.sqrt(var_ref.sum()))
 
 
+def _binoculars_reference(observer: np.ndarray, performer: np.ndarray, targets: np.ndarray) -> float:
+    """Binoculars' score (Hans et al. 2024, binoculars/metrics.py: perplexity / entropy) for one text:
+    the performer's log-perplexity over the observer-performer cross-perplexity."""
+    log_perf = performer - np.log(np.exp(performer).sum(-1, keepdims=True))
+    ppl = -log_perf[np.arange(len(targets)), targets].mean()
+    p_obs = np.exp(observer - np.log(np.exp(observer).sum(-1, keepdims=True)))
+    x_ppl = -(p_obs * log_perf).sum(-1).mean()
+    return float(ppl / x_ppl)
+
+
 def test_token_statistics_match_the_textbook_formulas_on_a_backend():
     backend = FakeBackend(n_ctx=512)
     tokens = [256] + list(b"The quick brown fox jumps over the lazy dog, twice over, and then sleeps.")
@@ -61,7 +71,7 @@ def test_token_statistics_match_the_textbook_formulas_on_a_backend():
     assert len(stats) == len(tokens) - 1 and stats[:5].logprob.shape == (5,)
 
 
-def test_fast_detectgpt_is_the_reference_criterion_per_token():
+def test_fast_detectgpt_and_binoculars_are_the_reference_criteria():
     rng = np.random.default_rng(3)
     for n, vocab in ((1, 7), (40, 300), (200, 5000)):
         logits = rng.standard_normal((n, vocab)) * rng.uniform(0.5, 4)
@@ -72,6 +82,8 @@ def test_fast_detectgpt_is_the_reference_criterion_per_token():
         stats = TokenStatistics(ref["logprob"], ref["log_rank"], ref["entropy"], ref["logprob_var"])
         got = text_statistics(stats)
         assert got["fast_detectgpt"] * np.sqrt(n) == pytest.approx(_fast_detectgpt_reference(logits, targets))
+        # One model as observer and performer; higher means more machine-like, so the score negated.
+        assert got["binoculars"] == pytest.approx(-_binoculars_reference(logits, logits, targets))
         assert got["log_likelihood"] == pytest.approx(ref["logprob"].mean())
         assert got["log_rank"] == pytest.approx(-ref["log_rank"].mean())
         assert got["entropy"] == pytest.approx(-ref["entropy"].mean())

@@ -50,7 +50,7 @@ _EXPORTS: dict[str, str] = {
     "WatermarkSpecError": "hallmark.errors",
     "WatermarkSpec": "hallmark.watermark.spec",
     "answer": "hallmark.tasks",
-    "detect": "hallmark.watermark.api",
+    "detect": "hallmark.detection",
     "evaluate_perplexity": "hallmark.tasks.perplexity",
     "finetune": "hallmark.train.finetune",
     "pretrain": "hallmark.train.pretrain",

@@ -18,6 +18,7 @@ import click
 from hallmark.cli.options import envvar
 from hallmark.errors import HallmarkError
 from hallmark.watermark.spec import DEFAULT_FPR, SCHEMES
+from hallmark.zeroshot import DEFAULT_ZS_FPR
 
 
 @click.group()
@@ -178,6 +179,21 @@ def keys_show(name: str, secret: bool, as_json: bool) -> None:
     help="Also look for watermarked passages inside longer text.",
 )
 @click.option(
+    "--zero-shot/--no-zero-shot",
+    default=True,
+    show_default=True,
+    envvar="HALLMARK_ZERO_SHOT",
+    show_envvar=True,
+    help="Also assess whether the text looks machine-generated whoever made it (loads both shipped models).",
+)
+@click.option(
+    "--zs-fpr",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=DEFAULT_ZS_FPR,
+    show_default=True,
+    help="False-positive rate of the zero-shot decision (estimated on human text, not exact).",
+)
+@click.option(
     "--json", "as_json", is_flag=True, help="Print each result as one JSON object (a line per file)."
 )
 def detect(
@@ -190,14 +206,22 @@ def detect(
     references: tuple[str, ...],
     exclude_shared: bool,
     windows: bool,
+    zero_shot: bool,
+    zs_fpr: float,
     as_json: bool,
 ) -> None:
-    """Test FILES (or stdin) for the watermark: tokens scored, statistic, exact p-value, verdict.
+    """Test FILES (or stdin) for the watermark (tokens scored, statistic, exact p-value, verdict),
+    and assess whether the text looks machine-generated at all (zero-shot).
 
-    Needs only tokenizers and keys, not the models. Without --model or --spec, the text is tested
-    under every installed model's tokenizer, each of your keys and each scheme; the best match is
-    reported with its p-value multiplied by the number of hypotheses tested, so --fpr holds for
-    all of them together. Exit status is 0 whatever the verdict; read it from the output.
+    The watermark test needs only tokenizers and keys. Without --model or --spec, the text is
+    tested under every installed model's tokenizer, each of your keys and each scheme; the best
+    match is reported with its p-value multiplied by the number of hypotheses tested, so --fpr holds
+    for all of them together. Exit status is 0 whatever the verdicts; read them from the output.
+
+    "Not watermarked" does not mean "written by a person": most machine text carries no hallmark
+    watermark. The zero-shot assessment scores the text with both shipped models and compares it
+    with human texts of the same length: an estimated p-value and a decision at --zs-fpr. It is a
+    statistical estimate, not proof; a text of fewer than 48 words is too short for it (docs/zeroshot.md).
 
     Texts that share boilerplate (a form, a letter head) share its token pairs, and under one key
     their scores too: test them together (several FILES, whose shared pairs are left out), or give
@@ -209,8 +233,10 @@ def detect(
       hallmark generate "Breaking news:" --json | jq -r .text | hallmark detect -
       hallmark detect essay.txt --spec hm1-gumbel-w2-k0e92caa512ae-tade6dc1a204a04a9 --json
       hallmark detect essays/*.txt --reference essays/template.txt --fpr 0.01
+      hallmark detect article.txt --zs-fpr 0.001
+      hallmark detect essay.txt --no-zero-shot      # the watermark only, no model loaded
     """
-    from hallmark.watermark.api import detect_many
+    from hallmark.detection import detect_many
 
     names = list(files) or ["-"]
     if names.count("-") > 1:
@@ -234,6 +260,8 @@ def detect(
         windowed=windows,
         reference=reference,
         exclude_shared=exclude_shared,
+        zero_shot=zero_shot,
+        zs_fpr=zs_fpr,
     )
     for i, (name, text, result) in enumerate(zip(names, texts, results, strict=True)):
         if as_json:
@@ -275,3 +303,18 @@ def _print_result(text: str, result: Any) -> None:
         preview = text[span.start : span.end].replace("\n", " ")
         preview = preview if len(preview) <= 60 else preview[:57] + "..."
         click.echo(f"  passage    chars {span.start}-{span.end}, p = {span.p_value:.3g}: {preview!r}")
+    if result.zero_shot is not None:
+        _print_zero_shot(result.zero_shot)
+
+
+def _print_zero_shot(zs: Any) -> None:
+    click.echo(zs.message)
+    if zs.score is None:
+        return
+    click.echo(f"  words      {zs.words} ({zs.scored_words} compared with human texts of that length)")
+    click.echo(f"  score      {zs.score:.2f} (mean z-score of {len(zs.features)} statistics)")
+    click.echo(
+        f"  p-value    {zs.p_value:.3g} (estimated); flagged at <= {zs.fpr:g}, "
+        f"estimated false-positive rate {zs.estimated_fpr:.3g}"
+    )
+    click.echo(f"  note       {zs.caveat}")

@@ -178,6 +178,8 @@ def build_state(models: list[Model], config: ServerConfig) -> ServerState:
         api_keys=tuple(config.api_keys),
         max_body_size=config.max_body_size,
         allowed_hosts=tuple(config.allowed_hosts),
+        zero_shot=config.zero_shot,
+        zero_shot_threads=config.n_threads,
     )
 
 
@@ -394,6 +396,10 @@ def _detect(state: ServerState, body: DetectRequest) -> dict:
     from hallmark.watermark.keys import find_key
     from hallmark.watermark.spec import WatermarkSpec
 
+    if body.zero_shot and not state.zero_shot:
+        raise APIError(
+            400, "this server runs without the zero-shot detector (--no-zero-shot)", param="zero_shot"
+        )
     try:
         engines = list(state.engines.values())
         if body.spec or body.model:
@@ -427,6 +433,8 @@ def _detect(state: ServerState, body: DetectRequest) -> dict:
         result = MultiDetector(detectors).detect(
             body.text, fpr=body.fpr, windowed=body.windowed, reference=body.reference
         )
+        if body.zero_shot is not False and state.zero_shot:
+            result.zero_shot = state.zero_shot_detector().assess(body.text, body.zs_fpr)
     except HallmarkError as e:
         err = to_api_error(e)
         if isinstance(e, WatermarkSpecError) and body.spec:

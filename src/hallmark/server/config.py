@@ -96,6 +96,10 @@ class ServerConfig:
         metavar="FILE",
         help="Request policy: a YAML file, 'default' or 'off' [default: the shipped policy].",
     )
+    zero_shot: bool = setting(
+        True,
+        help="Offer the zero-shot assessment at /v1/detect (loads both shipped models on first use).",
+    )
     shutdown_timeout: float = setting(
         30.0, min=0, help="Seconds in-flight requests get to finish on Ctrl-C / SIGTERM."
     )

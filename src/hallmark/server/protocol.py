@@ -31,6 +31,7 @@ from hallmark.engine.grammar import Grammar
 from hallmark.engine.sampling import MAX_STOP_LENGTH, MAX_STOP_STRINGS, SamplingParams
 from hallmark.engine.tools import new_call_id
 from hallmark.watermark.spec import DEFAULT_FPR
+from hallmark.zeroshot import DEFAULT_ZS_FPR
 
 # ASCII digits only (str.isdigit() also accepts "²"), and few: int() refuses over 4300 digits.
 _TOKEN_ID = re.compile(r"-?[0-9]{1,10}")
@@ -389,6 +390,10 @@ class DetectRequest(OpenAIRequest):
     # Texts whose (context, token) pairs are left out of the score: a blank template, say, so that
     # its boilerplate cannot flag a document written from it (docs/watermark.md).
     reference: list[str] = Field(default_factory=list, max_length=64)
+    # The zero-shot assessment (hallmark.zeroshot) beside the watermark's verdict: None = when the
+    # server offers it (`--zero-shot`, the default); true asks for it (400 if the server has it off).
+    zero_shot: bool | None = None
+    zs_fpr: float = Field(DEFAULT_ZS_FPR, gt=0, lt=1)
 
 
 def field_path(loc: tuple[int | str, ...]) -> str | None:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
@@ -51,6 +52,22 @@ class ServerState:
     allowed_hosts: tuple[str, ...] = ()
     started: float = field(default_factory=time.time)
     draining: bool = False
+    zero_shot: bool = True  # /v1/detect offers the zero-shot assessment
+    zero_shot_threads: int | None = None
+    _zero_shot_detector: Any = None
+    _zero_shot_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def zero_shot_detector(self) -> Any:
+        """The zero-shot detector (hallmark.zeroshot), its scoring models loaded on first use (a few
+        seconds, on the worker thread that asks: never the event loop)."""
+        from hallmark.zeroshot.detector import ZeroShotDetector
+
+        with self._zero_shot_lock:
+            if self._zero_shot_detector is None:
+                self._zero_shot_detector = ZeroShotDetector(
+                    n_threads=self.zero_shot_threads, show_progress=False
+                )
+            return self._zero_shot_detector
 
     def engine(self, name: str) -> ModelEngine:
         real = self.aliases.get(name, name)

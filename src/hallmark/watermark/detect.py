@@ -101,6 +101,8 @@ class DetectionResult:
     raw_p_value: float = 1.0  # the best match's own p-value, before the correction
     excluded: int = 0  # distinct pairs left out as boilerplate (reference texts, shared in a batch)
     tested: list[Tested] = field(default_factory=list)  # every hypothesis, when more than one
+    # The zero-shot assessment (hallmark.zeroshot.ZeroShotResult) when asked for; None otherwise.
+    zero_shot: Any = None
 
     @property
     def watermarked(self) -> bool:
@@ -111,6 +113,7 @@ class DetectionResult:
         d["verdict"] = str(self.verdict)
         d["spans"] = [s.to_dict() for s in self.spans]
         d["tested"] = [t.to_dict() for t in self.tested]
+        d["zero_shot"] = self.zero_shot.to_dict() if self.zero_shot is not None else None
         return d
 
 

@@ -36,7 +36,7 @@ from hallmark.errors import DetectionError
 from hallmark.zeroshot import MIN_WORDS
 
 # Lengths in words at which texts are compared. The shortest is the minimum the detector accepts.
-LENGTHS = (MIN_WORDS, 64, 80, 96, 128, 160, 192, 224, 256)
+LENGTHS = (MIN_WORDS, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240, 256)
 IQR_TO_SD = 1.349  # the interquartile range of a normal distribution, in standard deviations
 SHIPPED = Path(__file__).parent / "calibration.npz"
 

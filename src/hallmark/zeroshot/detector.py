@@ -9,9 +9,12 @@ rare the score is among human texts. It is a statistical estimate, not proof: hu
 the calibration's (a memorized classic, a template, a non-native writer's plain style) can score as
 machine text, and a paraphrased or edited machine text can pass.
 
-A text of fewer words than the calibration's shortest length is `too_short`. A text longer than
-the longest calibrated length (256 words) is assessed in passages of that length, at most
-MAX_PASSAGES of them, with a Bonferroni correction (`ZeroShotDetector.assess`).
+A text of fewer words than the calibration's shortest length is `too_short`. A text is compared at
+the longest calibrated length it reaches, so of a text longer than the longest (256 words) only the
+first 256 words are scored. That bounds a request's cost, and it keeps the p-value conformal: a
+long text cut into passages would need a multiple-testing correction that the calibration's null
+sample (a few hundred texts per length, p-values no smaller than 1/(n + 1)) cannot pay for, so
+three passages or more could never be flagged at 1%.
 """
 
 from __future__ import annotations
@@ -29,10 +32,8 @@ from hallmark.zeroshot.calibration import SHIPPED, Calibration, Scorer
 from hallmark.zeroshot.statistics import text_statistics
 
 _WORD = re.compile(r"\S+")
-# Passages of a long text assessed (4096 words with the shipped calibration): bounds a request's cost.
-MAX_PASSAGES = 16
-# Tokens scored per passage at most: 256 words of prose are 300-400 tokens; hostile text (256 long
-# random strings) is cut here rather than refused.
+# Tokens scored at most: 256 words of prose are 300-400 tokens; hostile text (256 long random
+# strings) is cut here rather than refused.
 PASSAGE_TOKENS = 1024
 CAVEAT = (
     "a statistical estimate from human texts of other kinds, not proof; unlike the watermark's "
@@ -50,7 +51,7 @@ class Assessment(enum.StrEnum):
 class ZeroShotResult:
     assessment: Assessment
     words: int  # words in the text
-    scored_words: int  # the words compared (the calibrated lengths reached), 0 when too short
+    scored_words: int  # the words compared (the longest calibrated length reached), 0 when too short
     score: float | None  # the combined score: mean z-score of the features (higher: more machine-like)
     p_value: float | None  # estimated share of human texts of this length scoring at least as high
     fpr: float  # the requested false-positive rate
@@ -60,9 +61,6 @@ class ZeroShotResult:
     scored_tokens: dict[str, int] = field(default_factory=dict)  # scorer -> tokens scored
     calibration: str = ""  # the calibration's id
     caveat: str = CAVEAT
-    # Each passage assessed (one unless the text is longer than the longest calibrated length):
-    # {start, end (characters), words, score, p_value}; `score` and `features` above are the best one's.
-    passages: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def likely_machine(self) -> bool:
@@ -133,22 +131,16 @@ class ZeroShotDetector:
         return values, tokens
 
     def assess(self, text: str, fpr: float = DEFAULT_ZS_FPR) -> ZeroShotResult:
-        """The assessment of `text` at false-positive rate `fpr`.
-
-        A text up to the longest calibrated length (256 words) is one passage, compared at the
-        longest length it reaches. A longer one is cut into passages of that length (at most
-        MAX_PASSAGES; a tail too short to assess is left out) and each is assessed: the text's
-        p-value is the smallest passage p-value times the number of passages (Bonferroni), so a
-        machine-written part of a long document is found and `fpr` still holds for the whole.
-        """
+        """The assessment of `text` at false-positive rate `fpr`: its first `b` words are scored, `b`
+        the longest calibrated length the text reaches, and compared with human texts of `b` words."""
         if not isinstance(text, str):
             raise DetectionError(f"the text to assess must be a string, got {type(text).__name__}")
         check_unicode(text, "the text to assess", DetectionError)
         check_zs_fpr(fpr)
         cal = self.calibration
-        spans = [m.span() for m in _WORD.finditer(text)]
-        words = len(spans)
-        if cal.length_index(words) is None:
+        words = count_words(text)
+        index = cal.length_index(words)
+        if index is None:
             return ZeroShotResult(
                 Assessment.TOO_SHORT,
                 words,
@@ -160,67 +152,28 @@ class ZeroShotDetector:
                 f"too short for a zero-shot assessment: {words} words, at least {cal.lengths[0]} needed",
                 calibration=cal.calibration_id,
             )
-        longest = cal.lengths[-1]
-        passages = []
-        for first in range(0, min(words, longest * MAX_PASSAGES), longest):
-            index = cal.length_index(min(words - first, longest))
-            if index is None:
-                break  # a short tail
-            length = cal.lengths[index]
-            start, end = spans[first][0], spans[first + length - 1][1]
-            values, tokens = self.features(text[start:end])
-            z = cal.z_scores(values, index)
-            score = float(z.mean())
-            passages.append(
-                Passage(start, end, length, score, cal.p_value(score, index), index, values, z, tokens)
-            )
-        best = min(passages, key=lambda x: x.p_value)
-        k = len(passages)
-        p = min(1.0, best.p_value * k)
+        length = cal.lengths[index]
+        values, tokens = self.features(word_prefix(text, length))
+        z = cal.z_scores(values, index)
+        score = float(z.mean())
+        p = cal.p_value(score, index)
         flagged = p <= fpr
         share = f"{p:.2%}" if p >= 0.0001 else f"{p:.1e}"
         verdict = "likely machine-generated" if flagged else "not detected as machine-generated"
-        where = f" (its most machine-like passage of {k})" if k > 1 else ""
-        message = f"{verdict} (zero-shot): about {share} of human texts score this high{where}"
+        where = f" (its first {length} of {words} words scored)" if length < words else ""
         return ZeroShotResult(
             Assessment.LIKELY_MACHINE if flagged else Assessment.NOT_DETECTED,
             words,
-            sum(x.words for x in passages),
-            best.score,
+            length,
+            score,
             p,
             fpr,
-            min(cal.decision_fpr(fpr / k, x.index) for x in passages) * k,
-            message,
-            {
-                f: {"value": best.values[f], "z": float(zi)}
-                for f, zi in zip(cal.features, best.z, strict=True)
-            },
-            {name: sum(x.tokens[name] for x in passages) for name in self.models},
+            cal.decision_fpr(fpr, index),
+            f"{verdict} (zero-shot): about {share} of human texts of {length} words score this high{where}",
+            {f: {"value": values[f], "z": float(zi)} for f, zi in zip(cal.features, z, strict=True)},
+            tokens,
             cal.calibration_id,
-            passages=[x.to_dict() for x in passages],
         )
-
-
-@dataclass
-class Passage:
-    start: int  # character offsets of the passage in the text, end exclusive
-    end: int
-    words: int
-    score: float
-    p_value: float
-    index: int  # the calibrated length's index
-    values: dict[str, float]
-    z: Any
-    tokens: dict[str, int]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "start": self.start,
-            "end": self.end,
-            "words": self.words,
-            "score": self.score,
-            "p_value": self.p_value,
-        }
 
 
 def _check_scorer(scorer: Scorer, model: Any) -> None:

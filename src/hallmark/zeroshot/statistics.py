@@ -12,8 +12,12 @@ From the per-token `TokenStatistics` of one pass (hallmark.engine.scoring):
   the expectations under the model's own next-token distribution. Divided here by sqrt(tokens) so
   that, like the others, it is a per-token mean and texts of different lengths compare (a human
   text's curvature grows with its length otherwise).
+- `binoculars`: minus the Binoculars score (Hans et al. 2024) with one model as observer and
+  performer: the text's log-perplexity over the model's own mean entropy (its cross-perplexity
+  with itself). Perplexity in units of how uncertain the model expected to be: a ratio where
+  Fast-DetectGPT takes a normalized difference.
 
-All four come from the same logits; scoring a text costs one forward pass per model.
+All five come from the same logits; scoring a text costs one forward pass per model.
 """
 
 from __future__ import annotations
@@ -22,11 +26,11 @@ import numpy as np
 
 from hallmark.engine.scoring import TokenStatistics
 
-STATISTICS = ("log_likelihood", "log_rank", "entropy", "fast_detectgpt")
+STATISTICS = ("log_likelihood", "log_rank", "entropy", "fast_detectgpt", "binoculars")
 
 
 def text_statistics(stats: TokenStatistics) -> dict[str, float]:
-    """The four statistics of a text from its per-token statistics (at least one token)."""
+    """The statistics of a text from its per-token statistics (at least one token)."""
     n = len(stats)
     if n == 0:
         raise ValueError("a text needs at least one scored token")
@@ -38,4 +42,5 @@ def text_statistics(stats: TokenStatistics) -> dict[str, float]:
         "log_rank": -float(stats.log_rank.mean()),
         "entropy": -float(stats.entropy.mean()),
         "fast_detectgpt": curvature / float(np.sqrt(n)),
+        "binoculars": float(stats.logprob.mean()) / max(float(stats.entropy.mean()), 1e-6),
     }
