@@ -293,6 +293,8 @@ SERVE_FLAGS = {  # today's flags and variables; renaming one breaks users' scrip
     # added with LoRA serving: models as flags too, and adapters served beside their base
     "--model": "HALLMARK_SERVE_MODEL",
     "--lora": "HALLMARK_SERVE_LORA",
+    # added with zero-shot detection at /v1/detect
+    "--zero-shot": "HALLMARK_ZERO_SHOT",
 }
 
 
@@ -326,8 +328,13 @@ def test_serve_help_shows_every_server_config_field_with_its_env_var_and_default
             continue
         env, default = _shown(blocks[flag_name(f)])
         assert env == env_name(f)
-        # Bool flags show no default (off unless given); None and () mean "not set".
-        expected = None if f.default in (None, ()) or isinstance(f.default, bool) else str(f.default)
+        # A bool flag shows no default (--x off, or --no-x for an on-by-default setting), except an
+        # on/off pair (--x/--no-x), which shows the on name; None and () mean "not set".
+        if isinstance(f.default, bool):
+            on_off_pair = f.default and not flag_name(f).startswith("--no-")
+            expected = flag_name(f).removeprefix("--") if on_off_pair else None
+        else:
+            expected = None if f.default in (None, ()) else str(f.default)
         assert default == expected, f.name
 
 

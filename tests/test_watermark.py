@@ -624,7 +624,7 @@ def test_server_detect_tests_every_served_tokenizer(smollm2, gemma, gemma_text, 
         return SimpleNamespace(name=name, model=served)
 
     engines = {"small": engine("small", smollm2, "gumbel"), "gemma": engine("gemma", gemma, "gumbel")}
-    state = SimpleNamespace(engines=engines, engine=engines.__getitem__)
+    state = SimpleNamespace(engines=engines, engine=engines.__getitem__, zero_shot=False)
     text, spec_id = gemma_text
     found = _detect(state, DetectRequest(text=text))
     assert found["hypotheses"] == 2 and found["model"] == "gemma" and found["spec_id"] == spec_id
