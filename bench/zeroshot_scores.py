@@ -36,9 +36,12 @@ def _key(text: str) -> str:
 class ScoreCache:
     """{text hash: TokenStatistics} for one model file and token cap, in one .npz file."""
 
-    def __init__(self, model: hallmark.Model, max_tokens: int):
+    def __init__(self, model: hallmark.Model, max_tokens: int, context: list[int] | None = None):
+        # `context`: token ids the text is scored after (a chat template's turn, say), not scored.
+        self.context = list(context or [])
+        extra = f":{self.context}" if self.context else ""
         digest = hashlib.sha256(
-            f"{model.path}:{model.backend.fingerprint()}:{max_tokens}".encode()
+            f"{model.path}:{model.backend.fingerprint()}:{max_tokens}{extra}".encode()
         ).hexdigest()
         self.path = CACHE / f"{Path(model.path).stem}-{digest[:10]}.npz"
         self.model, self.max_tokens = model, max_tokens
@@ -74,7 +77,11 @@ class ScoreCache:
         key = _key(text)
         if key not in self.stats:
             ids = self.model.tokenize(text)[: self.max_tokens + 1]
-            self.stats[key] = self.model.token_statistics(ids)
+            if self.context:  # the text's own BOS gives way to the context, which starts with one
+                n = len(self.context)
+                self.stats[key] = self.model.token_statistics(self.context + ids[1:])[n - 1 :]
+            else:
+                self.stats[key] = self.model.token_statistics(ids)
             self.dirty = True
         return self.stats[key]
 
@@ -112,9 +119,18 @@ def main() -> None:
     parser.add_argument("--per-file", type=int, default=150, help="machine/human pairs per detection file")
     parser.add_argument("--per-domain", type=int, default=250, help="calibration texts per domain")
     parser.add_argument("--per-set", type=int, default=100, help="held-back human texts per set")
+    parser.add_argument(
+        "--chat-context",
+        metavar="REQUEST",
+        help="score each text as the assistant's answer to this user message (an experiment: "
+        "an instruct model may find chat-model text likelier there)",
+    )
     args = parser.parse_args()
     model = hallmark.load(args.model, n_threads=args.threads, watermark=None, policy="off")
-    cache = ScoreCache(model, args.max_tokens)
+    context = None
+    if args.chat_context:
+        context = model.chat_prompt_ids([{"role": "user", "content": args.chat_context}])
+    cache = ScoreCache(model, args.max_tokens, context)
     for domain, texts in data.calibration_texts(args.per_domain).items():
         cache.score_all(texts, f"calibration {domain}")
     for s in data.machine_sets(args.per_file):
