@@ -92,6 +92,12 @@ def check_unicode(text: str, what: str, error: type[HallmarkError] = PromptError
         raise error(f"{what} is not valid Unicode: a lone surrogate at character {e.start}") from None
 
 
+def check_rate(value: object, what: str) -> None:
+    """A false-positive rate: a real number strictly between 0 and 1 (not a bool, not a string)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
+        raise DetectionError(f"{what} must be a number in (0, 1), got {value!r}")
+
+
 class GrammarError(HallmarkError, ValueError):
     """A response format, JSON schema or grammar that is invalid or unsupported; `param` names it."""
 

@@ -44,7 +44,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from hallmark.backends.base import Tokenizer
-from hallmark.errors import DetectionError, check_unicode
+from hallmark.errors import DetectionError, check_rate, check_unicode
 from hallmark.watermark.prf import context_seeds
 from hallmark.watermark.schemes import Scheme, make_scheme
 from hallmark.watermark.spec import DEFAULT_FPR, WatermarkSpec
@@ -360,8 +360,7 @@ def check_detect_args(text: object, fpr: object, what: str = "the text to test")
     if not isinstance(text, str):
         raise DetectionError(f"{what} must be a string, got {type(text).__name__}")
     check_unicode(text, what, DetectionError)
-    if isinstance(fpr, bool) or not isinstance(fpr, int | float) or not 0 < fpr < 1:
-        raise DetectionError(f"fpr must be a number in (0, 1), got {fpr!r}")
+    check_rate(fpr, "fpr")
 
 
 def contains(sorted_values: np.ndarray, values: np.ndarray) -> np.ndarray:

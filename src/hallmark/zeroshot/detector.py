@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hallmark.errors import DetectionError, check_unicode
+from hallmark.errors import DetectionError, check_rate, check_unicode
 from hallmark.zeroshot import DEFAULT_ZS_FPR
 from hallmark.zeroshot.calibration import SHIPPED, Calibration, Scorer
 from hallmark.zeroshot.statistics import text_statistics
@@ -84,8 +84,7 @@ def count_words(text: str) -> int:
 
 
 def check_zs_fpr(fpr: object) -> None:
-    if isinstance(fpr, bool) or not isinstance(fpr, int | float) or not 0 < fpr < 1:
-        raise DetectionError(f"the zero-shot fpr must be a number in (0, 1), got {fpr!r}")
+    check_rate(fpr, "the zero-shot fpr")
 
 
 class ZeroShotDetector:
