@@ -12,7 +12,7 @@ import os
 from collections.abc import Sequence
 
 from hallmark.watermark.api import detect_many as watermark_detect_many
-from hallmark.watermark.detect import DetectionResult, check_detect_args
+from hallmark.watermark.detect import DetectionResult
 from hallmark.watermark.keys import WatermarkKey
 from hallmark.watermark.spec import DEFAULT_FPR, WatermarkSpec
 from hallmark.zeroshot import DEFAULT_ZS_FPR
@@ -67,13 +67,11 @@ def detect_many(
 ) -> list[DetectionResult]:
     """`detect` for a batch of texts; with `exclude_shared`, a watermark pair found in two or more of
     them (shared boilerplate) is scored in none. The zero-shot assessment is per text."""
-    for text in texts:
-        check_detect_args(text, fpr)  # before a tokenizer or model is loaded for nothing
     zero_shot = zero_shot_default() if zero_shot is None else zero_shot
     if zero_shot:
         from hallmark.zeroshot.detector import check_zs_fpr
 
-        check_zs_fpr(zs_fpr)
+        check_zs_fpr(zs_fpr)  # before any tokenizer or scoring model is loaded for nothing
     results = watermark_detect_many(texts, model, spec, key, scheme, fpr, windowed, reference, exclude_shared)
     if zero_shot:
         from hallmark.zeroshot import default_detector
