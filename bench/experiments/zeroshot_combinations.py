@@ -10,6 +10,7 @@ on is not a result.
 Reads the score cache that `bench/zeroshot_scores.py` fills (texts not in it are skipped).
 
     python bench/experiments/zeroshot_combinations.py
+    python bench/experiments/zeroshot_combinations.py --chat-context "Write a short piece of text."
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from hallmark.zeroshot.detector import count_words  # noqa: E402
 from hallmark.zeroshot.statistics import STATISTICS  # noqa: E402
 
 MODELS = {"smollm2-135m-instruct": "S", "gemma-3-270m": "G"}
+CHAT = "smollm2-135m-instruct@chat"  # SmolLM2 scoring each text as its chat answer (--chat-context)
 ABBREV = {
     "log_likelihood": "LL",
     "log_rank": "LR",
@@ -45,22 +47,31 @@ ABBREV = {
 
 def short(feature: str) -> str:
     model, statistic = feature.split(":")
-    return f"{MODELS[model]}.{ABBREV[statistic]}"
+    return f"{MODELS.get(model, 'Sc')}.{ABBREV[statistic]}"
 
 
 def main() -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--chat-context", metavar="REQUEST", help="add SmolLM2 scoring as chat answer (Sc.*)")
+    args = ap.parse_args()
     caches = {}
     for name in MODELS:
         model = hallmark.load(name, n_threads=1, watermark=None, policy="off")
         caches[name] = ScoreCache(model, MAX_TOKENS)
+    if args.chat_context:
+        model = caches["smollm2-135m-instruct"].model
+        context = model.chat_prompt_ids([{"role": "user", "content": args.chat_context}])
+        caches[CHAT] = ScoreCache(model, MAX_TOKENS, context)
 
     def cached(texts: list[str]) -> list[str]:
         return [t for t in texts if all(_key(t) in c.stats for c in caches.values())]
 
-    features = [f"{m}:{s}" for m in MODELS for s in STATISTICS]
+    features = [f"{m}:{s}" for m in caches for s in STATISTICS]
     calibration_texts = [t for items in data.calibration_texts(250).values() for t in cached(items)]
     human = [(t, features_by_length(t, caches, LENGTHS)) for t in calibration_texts]
-    scorers = [Scorer(n, "", 0) for n in MODELS]
+    scorers = [Scorer(n, "", 0) for n in caches]
     cal = Calibration.build(scorers, features, human, {}, min_texts=50)
     print(f"calibration texts {len(calibration_texts)}; lengths {cal.lengths}")
 
