@@ -125,6 +125,7 @@ COMMANDS = [
     "policy show",
     "policy check",
     "serve",
+    "ui",
     "logs",
     "translate",
     "summarize",
@@ -317,6 +318,12 @@ def _shown(block: str) -> tuple[str, str | None]:
     m = re.search(r"\[env var: (\w+)(?:; default: ([^;\]]+))?[^\]]*\]$", block)
     assert m, block
     return m.group(1), m.group(2)
+
+
+def test_ui_takes_serves_flags_and_no_browser():
+    blocks = _option_blocks(run_cli("ui", "--help", env={"COLUMNS": "200"}).stdout)
+    shown = {flag: _shown(block)[0] for flag, block in blocks.items() if flag != "--help"}
+    assert shown == {**SERVE_FLAGS, "--no-browser": "HALLMARK_NO_BROWSER"}
 
 
 def test_serve_help_shows_every_server_config_field_with_its_env_var_and_default():

@@ -368,14 +368,30 @@ class RequestLog:
             }
 
     # -- reading ---------------------------------------------------------------------------------------
-    def recent(self, limit: int = 20, model: str | None = None) -> list[dict[str, Any]]:
-        query = "SELECT * FROM requests"
-        args: list[Any] = []
-        if model:
-            query += " WHERE model = ?"
-            args.append(model)
-        query += " ORDER BY created DESC LIMIT ?"
-        args.append(limit)
+    def recent(
+        self,
+        limit: int = 20,
+        model: str | None = None,
+        status: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        """The newest requests first, optionally only one model's, one outcome's, or those that
+        arrived in [since, until) (unix times); `offset` skips that many (paging)."""
+        where, args = [], []
+        for clause, value in (
+            ("model = ?", model),
+            ("status = ?", status),
+            ("created >= ?", since),
+            ("created < ?", until),
+        ):
+            if value is not None and value != "":
+                where.append(clause)
+                args.append(value)
+        query = "SELECT * FROM requests" + (" WHERE " + " AND ".join(where) if where else "")
+        query += " ORDER BY created DESC LIMIT ? OFFSET ?"
+        args += [limit, offset]
         with self._lock:
             return [_decode(r) for r in self._db.execute(query, args).fetchall()]
 

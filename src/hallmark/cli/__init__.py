@@ -6,7 +6,7 @@ Layout (no module here imports another in a circle):
   generate.py   generate, chat            models.py   models, info
   watermark.py  detect, keys new|list|show
   provenance.py verify, provenance key
-  server.py     serve, logs               tasks.py    translate, summarize, ask, eval
+  server.py     serve, ui, logs            tasks.py    translate, summarize, ask, eval
   policy.py     policy show|check     train.py    finetune, pretrain
 The command modules import options.py and library modules only, never each other or main.py; this
 package puts them together by registering each command on `main`, which it exports (the
@@ -29,6 +29,7 @@ for _command in (
     provenance.verify,
     provenance.provenance,
     server.serve,
+    server.ui,
     server.logs,
     tasks.translate,
     tasks.summarize,

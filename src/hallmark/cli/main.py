@@ -70,5 +70,6 @@ def main() -> None:
       hallmark keys list
       hallmark translate --to fr "Where is the station?"
       hallmark serve --port 8000
+      hallmark ui
       hallmark logs
     """

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -33,37 +34,43 @@ def _read_key_file(path: str) -> list[str]:
     return keys
 
 
+def _server_options(command: Any) -> Any:
+    """serve's and ui's flags: the models, every ServerConfig field, --api-key-file."""
+    command = click.option(
+        "--api-key-file",
+        type=click.Path(dir_okay=False),
+        envvar=envvar("api_key_file"),
+        show_envvar=True,
+        help="File with API keys, one per line (added to --api-key).",
+    )(command)
+    command = dataclass_options(ServerConfig, exclude=("models",))(command)
+    command = click.option(
+        "-m",
+        "--model",
+        "model_flags",
+        multiple=True,
+        metavar="NAME",
+        envvar=envvar("serve_model"),
+        show_envvar=True,
+        help="A model to serve, as MODELS takes them (repeatable).",
+    )(command)
+    return click.argument("models", nargs=-1)(command)
+
+
 @click.command()
-@click.argument("models", nargs=-1)
-@click.option(
-    "-m",
-    "--model",
-    "model_flags",
-    multiple=True,
-    metavar="NAME",
-    envvar=envvar("serve_model"),
-    show_envvar=True,
-    help="A model to serve, as MODELS takes them (repeatable).",
-)
-@dataclass_options(ServerConfig, exclude=("models",))
-@click.option(
-    "--api-key-file",
-    type=click.Path(dir_okay=False),
-    envvar=envvar("api_key_file"),
-    show_envvar=True,
-    help="File with API keys, one per line (added to --api-key).",
-)
+@_server_options
 def serve(
     models: tuple[str, ...], model_flags: tuple[str, ...], api_key_file: str | None, **options: Any
 ) -> None:
-    """Serve MODELS (default: the default model) over an OpenAI-compatible HTTP API.
+    """Serve MODELS (default: the default model) over an OpenAI-compatible HTTP API and a web page.
 
     MODELS are catalog names, registered fine-tuned names or .gguf paths. Each model file is loaded
     once: a registered adapter of a served base, and each --lora adapter, is served under its own
     name on the base's weights, in the same continuous batch.
 
     Endpoints: POST /v1/chat/completions, POST /v1/completions, GET /v1/models, POST /v1/detect,
-    GET /health, and GET /metrics with --metrics. Requests are batched continuously; every
+    POST /v1/provenance/verify, GET /v1/logs, GET /health, GET /metrics with --metrics, and the
+    web page at / (chat, check a text, the log). Requests are batched continuously; every
     response carries its watermark spec and an AI-generated disclosure (`hallmark` object and
     X-Hallmark-* headers), and is written to the request log unless --no-log.
 
@@ -77,7 +84,49 @@ def serve(
     \b
     Then, with the official client:
       OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="s3cret")
+    or open http://127.0.0.1:8000/ in a browser.
     """
+    _run_server(models, model_flags, api_key_file, options, open_page=False)
+
+
+@click.command()
+@_server_options
+@click.option(
+    "--no-browser",
+    is_flag=True,
+    envvar=envvar("no_browser"),
+    show_envvar=True,
+    help="Only print the page's address; do not open a browser.",
+)
+def ui(
+    models: tuple[str, ...],
+    model_flags: tuple[str, ...],
+    api_key_file: str | None,
+    no_browser: bool,
+    **options: Any,
+) -> None:
+    """Start the server (as `hallmark serve` does, same flags) and open its web page.
+
+    The page chats with MODELS, checks any text for the watermark (and, zero-shot, for machine
+    writing), verifies provenance manifests and shows the request log. It is plain HTML served
+    by hallmark itself: it works offline and loads nothing from elsewhere.
+
+    \b
+    Examples:
+      hallmark ui
+      hallmark ui smollm2-135m-instruct gemma-3-270m
+      hallmark ui --port 8080 --no-browser
+    """
+    _run_server(models, model_flags, api_key_file, options, open_page=not no_browser)
+
+
+def _run_server(
+    models: tuple[str, ...],
+    model_flags: tuple[str, ...],
+    api_key_file: str | None,
+    options: dict[str, Any],
+    open_page: bool,
+) -> None:
     from hallmark.server.app import load_state, serve_forever
 
     ctx = click.get_current_context()
@@ -98,12 +147,38 @@ def serve(
     names = ", ".join(state.engines)
     auth = "API key required" if keys else "no API key (anyone who can reach the port can use it)"
     log_where = state.request_log.path if state.request_log else "off"
+    page = page_url(config.host, config.port)
     click.echo(
         f"hallmark: serving {names} on http://{config.host}:{config.port}/v1 - {auth}; "
-        f"request log: {log_where}",
+        f"request log: {log_where}; web page: {page}",
         err=True,
     )
+    if open_page:
+        threading.Thread(target=_open_when_up, args=(page,), daemon=True).start()
     serve_forever(state, config)
+
+
+def page_url(host: str, port: int) -> str:
+    """The address a browser on this machine opens: a wildcard bind is reached on loopback."""
+    if host in ("0.0.0.0", "", "::"):
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def _open_when_up(url: str, wait: float = 60.0) -> None:
+    """Open `url` in the default browser once the server answers /health (it binds after loading)."""
+    import urllib.request
+    import webbrowser
+
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url + "health", timeout=1):
+                break
+        except OSError:
+            time.sleep(0.2)
+    if not webbrowser.open(url):
+        click.echo(f"hallmark: open {url} in a browser", err=True)
 
 
 @click.command()

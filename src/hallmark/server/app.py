@@ -40,6 +40,7 @@ from hallmark.server.protocol import ChatCompletionRequest, CompletionRequest, D
 from hallmark.server.serving import ServerState, new_id, serve_completion
 from hallmark.server.serving_chat import CHAT
 from hallmark.server.serving_completions import COMPLETIONS
+from hallmark.server.web import install_web
 
 log = logging.getLogger("hallmark.server")
 
@@ -268,6 +269,9 @@ def create_app(state: ServerState) -> FastAPI:
                     for e in state.engines.values()
                 },
                 "uptime_s": round(time.time() - state.started, 1),
+                # What the web page needs to know before its first call: ask for a key? offer zero-shot?
+                "api_key_required": bool(state.api_keys),
+                "zero_shot": state.zero_shot,
                 "log": state.request_log.stats() if state.request_log is not None else None,
             },
             status_code=503 if state.draining else 200,
@@ -323,6 +327,7 @@ def create_app(state: ServerState) -> FastAPI:
     async def detect(body: DetectRequest) -> JSONResponse:
         return JSONResponse(await asyncio.to_thread(_detect, state, body))
 
+    install_web(app, state)  # the web page at /, the log and manifest verification it uses
     return app
 
 
@@ -431,7 +436,11 @@ def _detect(state: ServerState, body: DetectRequest) -> dict:
                 for e, spec in hypotheses.values()
             ]
         result = MultiDetector(detectors).detect(
-            body.text, fpr=body.fpr, windowed=body.windowed, reference=body.reference
+            body.text,
+            fpr=body.fpr,
+            windowed=body.windowed,
+            reference=body.reference,
+            token_scores=body.token_scores,
         )
         if body.zero_shot is not False and state.zero_shot:
             result.zero_shot = state.zero_shot_detector().assess(body.text, body.zs_fpr)

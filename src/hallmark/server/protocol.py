@@ -394,6 +394,15 @@ class DetectRequest(OpenAIRequest):
     # server offers it (`--zero-shot`, the default); true asks for it (400 if the server has it off).
     zero_shot: bool | None = None
     zs_fpr: float = Field(DEFAULT_ZS_FPR, gt=0, lt=1)
+    # Each scored token's standardized watermark score ([start, end, z]), for a plot along the text.
+    token_scores: bool = False
+
+
+class VerifyRequest(OpenAIRequest):
+    """POST /v1/provenance/verify: a text and the manifest (or a response carrying one) to check."""
+
+    text: str
+    manifest: Any
 
 
 def field_path(loc: tuple[int | str, ...]) -> str | None:

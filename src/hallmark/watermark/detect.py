@@ -103,6 +103,9 @@ class DetectionResult:
     tested: list[Tested] = field(default_factory=list)  # every hypothesis, when more than one
     # The zero-shot assessment (hallmark.zeroshot.ZeroShotResult) when asked for; None otherwise.
     zero_shot: Any = None
+    # When asked for: [start, end, z] per scored token (character offsets of the token; z its score
+    # standardized under the null, so a watermarked passage runs above 0): for plotting along the text.
+    token_scores: list[list[float]] | None = None
 
     @property
     def watermarked(self) -> bool:
@@ -180,12 +183,21 @@ class Detector:
         windowed: bool,
         exclude: np.ndarray = _NO_PAIRS,
         multiplier: int = 1,
+        token_scores: bool = False,
     ) -> DetectionResult:
         """The result for one text; span p-values corrected for `multiplier` hypotheses too."""
         positions, scores, n_dropped = self.scored_tokens(tokens, exclude)
         result = self._result(tokens.shape[0], scores, fpr, n_dropped)
         if windowed and scores.shape[0] >= MIN_TOKENS:
             result.spans = self._windows(text, tokens, positions, scores, fpr, multiplier)
+        if token_scores:
+            offsets = self._char_offsets(text, tokens)
+            mean, var = self.scheme.null_mean_var()
+            z = (scores - mean) / math.sqrt(var)
+            result.token_scores = [
+                [offsets[int(p)], offsets[int(p) + 1], round(float(zi), 3)]
+                for p, zi in zip(positions, z, strict=True)
+            ]
         return result
 
     def _result(self, n_tokens: int, scores: np.ndarray, fpr: float, n_dropped: int = 0) -> DetectionResult:
@@ -294,9 +306,15 @@ class MultiDetector:
         self.detectors = list(detectors)
 
     def detect(
-        self, text: str, fpr: float = DEFAULT_FPR, windowed: bool = True, reference: Sequence[str] = ()
+        self,
+        text: str,
+        fpr: float = DEFAULT_FPR,
+        windowed: bool = True,
+        reference: Sequence[str] = (),
+        token_scores: bool = False,
     ) -> DetectionResult:
-        return self.detect_many([text], fpr, windowed, reference, exclude_shared=False)[0]
+        """`token_scores`: also return each scored token's standardized score (best match's)."""
+        return self.detect_many([text], fpr, windowed, reference, False, token_scores)[0]
 
     def detect_many(
         self,
@@ -305,6 +323,7 @@ class MultiDetector:
         windowed: bool = True,
         reference: Sequence[str] = (),
         exclude_shared: bool = True,
+        token_scores: bool = False,
     ) -> list[DetectionResult]:
         for text in texts:
             check_detect_args(text, fpr)
@@ -327,7 +346,9 @@ class MultiDetector:
                 parts.append(values[counts >= 2])
             exclude = np.unique(np.concatenate(parts)) if parts else _NO_PAIRS
             for i, text in enumerate(texts):
-                results[i].append(det._detect(text, tokens[i], fpr, windowed, exclude, multiplier=m))
+                results[i].append(
+                    det._detect(text, tokens[i], fpr, windowed, exclude, m, token_scores=token_scores)
+                )
         return [self._combine(r, fpr, m) for r in results]
 
     @staticmethod
