@@ -252,18 +252,28 @@ def test_a_dropped_connection_is_shown(page):
 
 # -- check --------------------------------------------------------------------------------------
 def watermarked_text(server, min_words: int = 80) -> str:
-    """SmolLM2's watermarked text of at least `min_words` words (continued while it stops early)."""
-    text = "The history of the city"
+    """SmolLM2's watermarked text of at least `min_words` words whose own detection is strong (p <
+    1e-8): a repetitive sample (a list of "The city has ...") scores few tokens, and the page test
+    is about showing what the server finds, not about the detector's power on such text."""
     with server.http() as http:
-        for seed in range(10):
+        for seed in range(20):
             resp = http.post(
                 "/v1/completions",
-                json={"model": MODEL, "prompt": text, "max_tokens": 160, "temperature": 1.0, "seed": seed},
+                json={
+                    "model": MODEL,
+                    "prompt": "The history of the city",
+                    "max_tokens": 200,
+                    "temperature": 1.0,
+                    "seed": seed,
+                    "frequency_penalty": 0.5,
+                },
             ).json()
-            text += resp["choices"][0]["text"]
-            if len(text.split()) >= min_words + 5:
-                break
-    return text[len("The history of the city") :].strip()
+            text = resp["choices"][0]["text"].strip()
+            if len(text.split()) < min_words:
+                continue
+            if http.post("/v1/detect", json={"text": text, "zero_shot": False}).json()["p_value"] < 1e-8:
+                return text
+    raise AssertionError("no strongly watermarked sample in 20 seeds")
 
 
 def test_check_finds_a_watermarked_passage_and_not_a_human_text(page, server, tmp_path):
@@ -276,12 +286,18 @@ def test_check_finds_a_watermarked_passage_and_not_a_human_text(page, server, tm
     page.wait_for_selector("#check-result:not([hidden])")
     assert page.locator("#wm-verdict").inner_text() == "Watermarked"
     marked = page.locator("#check-highlight mark.wm").all_inner_texts()
+    with server.http() as http:
+        spans = http.post("/v1/detect", json={"text": text, "zero_shot": False}).json()["spans"]
+    assert marked == [text[s["start"] : s["end"]] for s in spans]  # the page marks what the server found
     assert marked, "no passage was highlighted"
-    start = text.index(machine)
-    for m in marked:  # each highlighted passage lies (almost) within the machine text
-        at = text.index(m)
-        assert at >= start - 20 and at + len(m) <= start + len(machine) + 5
-    assert sum(len(m) for m in marked) > 0.5 * len(machine)
+    start, end = text.index(machine), text.index(machine) + len(machine)
+    covered = 0
+    for m in marked:  # each passage lies mostly within the machine text (its edges are where the
+        at = text.index(m)  # score's run starts and ends: a few tokens either way)
+        inside = max(0, min(at + len(m), end) - max(at, start))
+        assert inside >= 0.8 * len(m), (at, len(m), start, end)
+        covered += inside
+    assert covered > 0.5 * len(machine)
     assert page.locator("#score-plot polyline").count() == 1
     page.screenshot(path=str(screenshot_dir(tmp_path) / "ui-check.png"), full_page=True)
 
