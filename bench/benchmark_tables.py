@@ -1100,6 +1100,33 @@ def zeroshot_run(res: Result) -> str:
     )
 
 
+def speculative_table(res: Result) -> str:
+    """bench/speculative.py: decode tokens/s with prompt lookup off and on, and llama-lookup's."""
+    lines = [
+        "| model | workload | prompts | tok/s off | tok/s on | on / off | tokens per step "
+        "| accepted / drafted | identical on vs off | llama-lookup tok/s | hallmark on / llama-lookup |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for model, workloads in res["results"].items():
+        for workload, r in workloads.items():
+            ll = r.get("tok_s_llama_lookup")
+            lines.append(
+                f"| {model} | {workload} | {r['prompts']} | {r['tok_s_off']:.1f} | {r['tok_s_on']:.1f} "
+                f"| {_x(r['speedup'])} | {r['tokens_per_step']:.2f} | {r['accepted']} / {r['drafted']} "
+                f"| {r['identical']} / {r['prompts']} | {'-' if ll is None else f'{ll:.1f}'} "
+                f"| {'-' if ll is None else _x(r['vs_llama_lookup'])} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def speculative_run(res: Result) -> str:
+    return (
+        f"Recorded {res['recorded']}, {res['threads']} threads, greedy, "
+        f"{res['prompts_per_workload']} prompts per workload, drafts of up to "
+        f"{res['config']['max_draft']} tokens ({res['llama_cpp']}).\n"
+    )
+
+
 BLOCKS: dict[str, tuple[str, Callable[[Result], str]]] = {
     "decode": ("decode", decode_table),
     "decode-run": ("decode", decode_run),
@@ -1136,6 +1163,8 @@ BLOCKS: dict[str, tuple[str, Callable[[Result], str]]] = {
     "structured-watermark": ("structured", structured_watermark_table),
     "zeroshot": ("zeroshot", zeroshot_table),
     "zeroshot-run": ("zeroshot", zeroshot_run),
+    "speculative": ("speculative", speculative_table),
+    "speculative-run": ("speculative", speculative_run),
 }
 
 # Result file stem -> the block whose text is bench/results/<stem>.md (what the script writes).
@@ -1156,4 +1185,5 @@ RESULT_TABLES = {
     "grammar_engines": "grammar_engines",
     "structured": "structured",
     "zeroshot": "zeroshot",
+    "speculative": "speculative",
 }

@@ -296,6 +296,8 @@ SERVE_FLAGS = {  # today's flags and variables; renaming one breaks users' scrip
     "--lora": "HALLMARK_SERVE_LORA",
     # added with zero-shot detection at /v1/detect
     "--zero-shot": "HALLMARK_ZERO_SHOT",
+    # added with speculative decoding
+    "--draft-max": "HALLMARK_DRAFT_MAX",
 }
 
 

@@ -133,7 +133,7 @@ def test_masked_draws_follow_the_renormalised_distribution():
     mask = TokenMask.from_ids(allowed, 6)
     s = Sampler(SamplingParams(temperature=1.0, top_k=40, top_p=1.0, min_p=0.0), seed=7)
     n = 20_000
-    counts = np.bincount([s.sample(logits, [], 0, None, mask) for _ in range(n)], minlength=6)
+    counts = np.bincount([s.sample(logits, [], i, None, mask) for i in range(n)], minlength=6)
     assert counts[[0, 2, 4]].sum() == 0
     p = np.array([0.3, 0.1, 0.05]) / 0.45
     expected = p * n
@@ -165,7 +165,7 @@ def test_top_k_smaller_than_the_allowed_set_and_min_p_still_stay_inside_it():
         SamplingParams(temperature=0.5, top_k=0, top_p=0.9, min_p=0.0),
     ):
         s = Sampler(params, seed=2)
-        assert {s.sample(logits, [], 0, None, allowed) for _ in range(100)} <= {0, 1, 2}
+        assert {s.sample(logits, [], i, None, allowed) for i in range(100)} <= {0, 1, 2}
 
 
 # 25 and 500 allowed tokens of 50k are below SPARSE_MASK (the whole mask), 15k and 48k above.
@@ -336,7 +336,19 @@ def test_cli_bad_or_incomplete_structured_output_is_one_line(tmp_path, smollm2_p
     ]
     done = run_cli("chat", "-m", str(smollm2_path), "x", "--json-object", "--grammar", str(bad))
     assert done.returncode == 2 and "not several" in done.stderr
+    # Two tokens cannot complete an object that needs a string property ('{}' can be one token).
+    story = tmp_path / "story.json"
+    story.write_text('{"type": "object", "properties": {"story": {"type": "string"}}, "required": ["story"]}')
     done = run_cli(
-        "generate", "-m", str(smollm2_path), "x", "--json-object", "--max-tokens", "2", "--seed", "1"
+        "generate",
+        "-m",
+        str(smollm2_path),
+        "x",
+        "--json-schema",
+        str(story),
+        "--max-tokens",
+        "2",
+        "--seed",
+        "1",
     )
     assert done.returncode == 1 and done.stderr.strip().endswith("raise --max-tokens")

@@ -78,7 +78,7 @@ def test_samples_follow_the_distribution():
     logits = np.log(np.array([0.5, 0.25, 0.125, 0.125], dtype=np.float32))
     s = Sampler(SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0), seed=42)
     n = 20_000
-    counts = np.bincount([s.sample(logits, [], 0) for _ in range(n)], minlength=4)
+    counts = np.bincount([s.sample(logits, [], i) for i in range(n)], minlength=4)
     expected = np.array([0.5, 0.25, 0.125, 0.125]) * n
     chi2 = float(((counts - expected) ** 2 / expected).sum())
     assert chi2 < 16.27  # chi-square, 3 degrees of freedom, p = 0.001
@@ -98,7 +98,7 @@ def test_same_seed_same_draws_different_seed_differs():
 
     def draws(seed):
         sampler = Sampler(params, seed=seed)
-        return [sampler.sample(logits, [], 0) for _ in range(30)]
+        return [sampler.sample(logits, [], i) for i in range(30)]
 
     assert draws(7) == draws(7)
     assert draws(7) != draws(8)
@@ -136,3 +136,24 @@ def test_token_logprob_and_top_alternatives():
     assert lp == pytest.approx(ref[2])
     assert [t for t, _ in top] == [0, 2, 1]
     assert np.exp(ref).sum() == pytest.approx(1.0)
+
+
+def test_position_uniforms_are_uniform_and_depend_only_on_seed_and_position():
+    from scipy import stats
+
+    from hallmark.engine.sampler import position_uniform
+
+    u = np.array([position_uniform(seed, pos) for seed in range(40) for pos in range(500)])
+    assert stats.kstest(u, "uniform").pvalue > 0.001
+    assert u.min() >= 0.0 and u.max() < 1.0
+    # Neighbouring positions and neighbouring seeds are uncorrelated (|r| < 4 / sqrt(n)).
+    grid = u.reshape(40, 500)
+    assert abs(np.corrcoef(grid[:, :-1].ravel(), grid[:, 1:].ravel())[0, 1]) < 4 / np.sqrt(grid.size)
+    assert abs(np.corrcoef(grid[:-1].ravel(), grid[1:].ravel())[0, 1]) < 4 / np.sqrt(grid.size)
+    # A position's draw does not depend on what was drawn before it (speculative decoding skips none,
+    # but batching and verification order must not matter either).
+    logits = np.zeros(100, dtype=np.float32)
+    params = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0)
+    a, b = Sampler(params, seed=5), Sampler(params, seed=5)
+    first = [a.sample(logits, [], i) for i in range(20)]
+    assert [b.sample(logits, [], i) for i in reversed(range(20))][::-1] == first

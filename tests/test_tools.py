@@ -240,6 +240,12 @@ def test_reading_calls_whole_and_streamed():
         "Hi <tool_call>\n{"
     ).content.endswith("{")
     assert parse_output("plain answer") == stream_view("plain answer", final=True)
+    # Cut inside the closing markup (max_tokens just after the arguments): the arguments are whole,
+    # without the call's own "}" (a sample with seed 2 once sent '{"city": "Paris"}}').
+    whole = '<tool_call>\n{"name": "get_time", "arguments": {"city": "Paris"}'
+    for tail in ("", "}", "}\n", "}\n</tool"):
+        last = parse_output(whole + tail).calls[-1]
+        assert json.loads(last.arguments) == {"city": "Paris"} and not last.complete, tail
 
 
 def test_bad_tools_and_choices():

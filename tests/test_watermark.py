@@ -152,9 +152,9 @@ def test_kgw_biases_towards_green_tokens():
     logits = np.zeros(1000, dtype=np.float32)
     logits[100:140] = 10.0  # a flat top-40
     greens = []
-    for _ in range(2000):
+    for i in range(2000):
         ctx = rng.integers(0, 50_000, size=3).tolist()
-        token = sampler.sample(logits, ctx, n_generated=10, watermarker=SequenceWatermarker(scheme))
+        token = sampler.sample(logits, ctx, n_generated=10 + i, watermarker=SequenceWatermarker(scheme))
         assert 100 <= token < 140
         greens.append(scheme.score(np.append(ctx, token)).scores[-1])
     # With delta=2 and gamma=0.25 on a flat distribution: P(green) = 0.25e^2 / (0.25e^2 + 0.75) = 0.71.

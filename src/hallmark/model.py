@@ -34,6 +34,7 @@ from hallmark.engine.request import Request
 from hallmark.engine.results import GenerationResult, StreamChunk
 from hallmark.engine.sampling import SamplingParams, sampling_params
 from hallmark.engine.scoring import TokenStatistics, sliding_token_logprobs, sliding_token_statistics
+from hallmark.engine.speculative import SpeculativeConfig
 from hallmark.engine.tools import check_template_data
 from hallmark.errors import HallmarkError, ModelFileError, PromptError, WatermarkSpecError, check_unicode
 from hallmark.gguf_info import AdapterInfo, read_adapter_info
@@ -152,6 +153,8 @@ class Model:
         self.chat_template: str | None = meta.get("tokenizer.chat_template") or None
         self.architecture = meta.get("general.architecture", "unknown")
         self._free_slots = list(range(backend.max_sequences))  # KV-cache slots not held by a stream
+        # Speculative decoding by prompt lookup (engine/speculative.py); None: one token per step.
+        self.speculative: SpeculativeConfig | None = None
         if watermark is not None and watermark not in SCHEMES:
             raise WatermarkSpecError(f"unknown watermark scheme {watermark!r}; known: {', '.join(SCHEMES)}")
         self._watermark_scheme_name = watermark
@@ -603,7 +606,7 @@ class Model:
             )
         slots = [self._free_slots.pop() for _ in range(min(len(requests), len(self._free_slots)))]
         try:
-            for i, chunk in generate_stream(self.backend, requests, self.name, slots):
+            for i, chunk in generate_stream(self.backend, requests, self.name, slots, self.speculative):
                 if chunk.final is not None:
                     self.sign(chunk.final)
                 yield i, chunk
@@ -645,6 +648,7 @@ def load(
     watermark_key: str | None = None,
     policy: str | os.PathLike[str] | Policy | None = None,
     lora: LoraArg | None = None,
+    speculative: bool | SpeculativeConfig = False,
 ) -> Model:
     """Load a catalog model by name (default: $HALLMARK_MODEL or smollm2-135m-instruct), a
     registered fine-tuned model by name (`hallmark models`), or a .gguf path.
@@ -655,7 +659,9 @@ def load(
     "default", "off", or a loaded Policy; None means $HALLMARK_POLICY, else the shipped default.
     Its disclosure settings decide how chats say they come from an AI. `lora`: LoRA adapter GGUFs
     every request runs with, after a registered model's own: a path, a (path, scale) pair, or a
-    list of either (scale 1 by default).
+    list of either (scale 1 by default). `speculative`: draft tokens by prompt lookup and verify
+    them several per backend call (True: the default SpeculativeConfig); the output is unchanged
+    where the backend's multi-token logits equal its one-token logits (engine/speculative.py).
     """
     request_policy = policy if isinstance(policy, Policy) else load_policy(policy)  # bad files fail fast
     target = name_or_path if name_or_path is not None else os.environ.get("HALLMARK_MODEL", DEFAULT_MODEL)
@@ -698,6 +704,8 @@ def load(
     # The name says what runs: a registered name already does for its own adapter.
     model.name = adapter_model_name(resolved.name, model.adapters[len(resolved.adapters) :])
     model.load_seconds = time.perf_counter() - t0
+    if speculative:
+        model.speculative = speculative if isinstance(speculative, SpeculativeConfig) else SpeculativeConfig()
     return model
 
 

@@ -14,21 +14,27 @@ from hallmark.backends.base import Backend
 from hallmark.engine.request import Request
 from hallmark.engine.results import StreamChunk
 from hallmark.engine.scheduler import Scheduler
+from hallmark.engine.speculative import SpeculativeConfig
 
 
 def generate_stream(
-    backend: Backend, requests: list[Request], model_name: str, slots: list[int]
+    backend: Backend,
+    requests: list[Request],
+    model_name: str,
+    slots: list[int],
+    speculative: SpeculativeConfig | None = None,
 ) -> Iterator[tuple[int, StreamChunk]]:
     """Run requests to completion together in the given KV-cache slots (sequence ids).
 
     Yields (request index, chunk) as text is released; each request's last chunk carries its
     final result. At most len(slots) requests run at once; the others wait in the scheduler's
     queue and start as soon as one finishes. The slots' KV caches are cleared before use and
-    freed when the generator ends or is closed.
+    freed when the generator ends or is closed. `speculative`: verify prompt-lookup drafts
+    (engine/speculative.py).
     """
     if not slots:
         raise ValueError("at least one slot is needed")
-    scheduler = Scheduler(backend, model_name, slots=slots, token_budget=1 << 30)
+    scheduler = Scheduler(backend, model_name, slots=slots, token_budget=1 << 30, speculative=speculative)
     index = {id(scheduler.submit(r)): i for i, r in enumerate(requests)}
     try:
         while not scheduler.idle:

@@ -32,6 +32,7 @@ from hallmark.engine.results import (
 )
 from hallmark.engine.sampler import Sampler, token_logprob
 from hallmark.engine.sampling import SamplingParams
+from hallmark.engine.speculative import DraftState
 from hallmark.errors import ContextLengthError, InvalidSamplingError, PromptError
 from hallmark.watermark.schemes import Scheme, SequenceWatermarker
 
@@ -108,6 +109,7 @@ class Request:
         self.grammar_state: GrammarState | None = None  # made at the first token (needs the tokenizer)
         self.prompt_ms = 0.0
         self._decode_start = 0.0
+        self.drafts: DraftState | None = None  # set by a scheduler that speculates (engine/speculative.py)
 
     # -- checks -----------------------------------------------------------------------------------
     def validate(self, n_ctx: int, n_vocab: int) -> None:
@@ -184,6 +186,27 @@ class Request:
             text += self.stream.finish()
         return self._chunk(text, [token], lp, model_name)
 
+    def accept_draft(
+        self, rows: np.ndarray, draft: list[int], tokenizer: Any, n_ctx: int, model_name: str
+    ) -> StreamChunk:
+        """Accept what one verification step decided: `rows` are the logits after the last token and
+        after each drafted token. Samples position by position as `accept` would one step at a time,
+        keeping drafted tokens while each is the token sampled there; the first sampled token that
+        differs is kept too (it is the real next token). Returns the step's tokens as one chunk."""
+        chunks = []
+        accepted = 0
+        for i, row in enumerate(rows[: len(draft) + 1]):
+            n_before = len(self.output_ids)
+            chunks.append(self.accept(row, tokenizer, n_ctx, model_name))
+            if chunks[-1].final is not None or i == len(draft):
+                break
+            if len(self.output_ids) == n_before or self.output_ids[-1] != draft[i]:
+                break
+            accepted += 1
+        if self.drafts is not None:
+            self.drafts.record(len(draft), accepted)
+        return merge_chunks(chunks)
+
     def _logprob(self, logits: np.ndarray, token: int, tokenizer: Any) -> TokenLogprob:
         logprob, top = token_logprob(logits, token, self.params.logprobs or 0)
         text = tokenizer.detokenize
@@ -218,6 +241,8 @@ class Request:
                 cache_n=self.num_cached,
                 predicted_n=len(self.output_ids),
                 predicted_ms=(time.perf_counter() - self._decode_start) * 1e3,
+                draft_n=self.drafts.drafted if self.drafts is not None else 0,
+                draft_n_accepted=self.drafts.accepted if self.drafts is not None else 0,
             ),
             model=model_name,
             seed=None if self.params.greedy else self.seed,
@@ -266,3 +291,16 @@ class Request:
             policy=self.policy,
             grammar=self.grammar,
         )
+
+
+def merge_chunks(chunks: list[StreamChunk]) -> StreamChunk:
+    """Several consecutive chunks of one request as one (a verification step's tokens)."""
+    if len(chunks) == 1:
+        return chunks[0]
+    logprobs = [lp for c in chunks for lp in (c.logprobs or [])]
+    return StreamChunk(
+        text="".join(c.text for c in chunks),
+        token_ids=[t for c in chunks for t in c.token_ids],
+        logprobs=logprobs if any(c.logprobs is not None for c in chunks) else None,
+        final=chunks[-1].final,
+    )

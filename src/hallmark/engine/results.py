@@ -48,6 +48,8 @@ class Timings:
     predicted_n: int
     predicted_ms: float
     cache_n: int = 0  # prompt tokens reused from a previous request's KV cache
+    draft_n: int = 0  # tokens drafted by speculative decoding (engine/speculative.py)
+    draft_n_accepted: int = 0  # of those, accepted
 
     @property
     def prompt_per_second(self) -> float:
@@ -66,6 +68,8 @@ class Timings:
             "predicted_n": self.predicted_n,
             "predicted_ms": round(self.predicted_ms, 3),
             "predicted_per_second": round(self.predicted_per_second, 2),
+            "draft_n": self.draft_n,
+            "draft_n_accepted": self.draft_n_accepted,
         }
 
 

@@ -35,12 +35,31 @@ def token_logprob(logits: np.ndarray, token: int, n_top: int) -> tuple[float, li
     return float(lp[token]), top
 
 
+_MASK64 = (1 << 64) - 1
+
+
+def _mix64(x: int) -> int:
+    """splitmix64's finalizer: a bijection of 64-bit integers that scatters nearby inputs."""
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def position_uniform(seed: int, position: int) -> float:
+    """A uniform in [0, 1) that depends only on (seed, position): counter-based, so the draw for a
+    token never depends on how many draws came before it (speculative decoding, batching)."""
+    x = _mix64((_mix64(seed & _MASK64) + 0x9E3779B97F4A7C15 * (position + 1)) & _MASK64)
+    return (x >> 11) * (1.0 / (1 << 53))
+
+
 class Sampler:
-    """Per-sequence sampler: owns the sequence's random generator, so batching never changes draws."""
+    """Per-sequence sampler: each position's random draw is a function of (seed, position) only, so
+    batching and speculative decoding never change a draw."""
 
     def __init__(self, params: SamplingParams, seed: int):
         self.params = params
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)  # handed to watermark schemes (none draws from it today)
         self._bias_ids: np.ndarray | None = None
         self._bias_vals: np.ndarray | None = None
         if params.logit_bias:
@@ -105,7 +124,7 @@ class Sampler:
             token = watermarker.pick(candidates, probs, context, self.rng, n_generated)
             if token is not None:
                 return token
-        return int(candidates[self._draw(probs)])
+        return int(candidates[self._draw(probs, n_generated)])
 
     def filtered_distribution(
         self,
@@ -170,8 +189,8 @@ class Sampler:
         ids = np.arange(x.shape[0]) if k >= x.shape[0] else _k_largest(x, k)
         return ids[np.argsort(-x[ids], kind="stable")]
 
-    def _draw(self, probs: np.ndarray) -> int:
-        r = self.rng.random()
+    def _draw(self, probs: np.ndarray, position: int) -> int:
+        r = position_uniform(self.seed, position)
         idx = int(np.searchsorted(np.cumsum(probs), r, side="right"))
         return min(idx, probs.shape[0] - 1)
 

@@ -8,6 +8,10 @@ request starts at the next step instead of waiting for others to finish, and a l
 prefilled in chunks without stalling the requests already decoding. A finished or cancelled
 request frees its KV-cache slot at once.
 
+With `speculative`, a decoding request may also carry drafted tokens (engine/speculative.py): the
+step verifies them, and the request advances by every accepted token plus one. Requests with and
+without drafts share a step; drafts only use budget the other requests' next tokens do not need.
+
 With `reuse_prefixes`, a finished request's KV cache stays in its slot; a new request takes the
 free slot that shares the longest prefix with its prompt (under the same adapters) and prefills
 only the rest (what llama-server calls prompt caching: a conversation's next turn re-evaluates
@@ -32,6 +36,7 @@ import numpy as np
 from hallmark.backends.base import AdapterSet, Backend, SequenceInput
 from hallmark.engine.request import Request, RequestStatus
 from hallmark.engine.results import StreamChunk
+from hallmark.engine.speculative import DraftState, SpeculativeConfig
 from hallmark.errors import HallmarkError
 
 log = logging.getLogger("hallmark.engine")
@@ -59,6 +64,7 @@ class ScheduledChunk:
 
     request: Request
     tokens: list[int]
+    n_draft: int = 0  # of `tokens`, the drafted ones after the last sampled token
 
 
 class Scheduler:
@@ -70,8 +76,10 @@ class Scheduler:
         max_waiting: int | None = None,
         token_budget: int | None = None,
         reuse_prefixes: bool = False,
+        speculative: SpeculativeConfig | None = None,
     ):
         self.backend = backend
+        self.speculative = speculative
         self.model_name = model_name
         self.free_slots = list(slots if slots is not None else range(backend.max_sequences))
         self.n_slots = len(self.free_slots)
@@ -146,7 +154,9 @@ class Scheduler:
         if not plan:
             return []
         try:
-            logits = self.backend.decode([SequenceInput(c.request.slot, c.tokens) for c in plan])
+            logits = self.backend.decode(
+                [SequenceInput(c.request.slot, c.tokens, all_logits=c.n_draft > 0) for c in plan]
+            )
         except Exception as e:  # a failed step fails the requests in it, not the scheduler
             for c in plan:
                 self._release(c.request, RequestStatus.FAILED)
@@ -158,10 +168,14 @@ class Scheduler:
         then as much waiting prompt as the token budget allows."""
         plan: list[ScheduledChunk] = []
         budget = self.token_budget
-        for r in self._running:
-            if r.status is RequestStatus.DECODING and budget > 0:
-                plan.append(ScheduledChunk(r, [r.last_token]))
-                budget -= 1
+        decoding = [r for r in self._running if r.status is RequestStatus.DECODING]
+        for i, r in enumerate(decoding):
+            if budget <= 0:
+                break
+            # Drafts only from budget the other decoding requests' next tokens do not need.
+            draft = self._draft(r, budget - (len(decoding) - i))
+            plan.append(ScheduledChunk(r, [r.last_token, *draft], len(draft)))
+            budget -= 1 + len(draft)
         for r in self._running:
             if r.status is RequestStatus.PREFILLING and budget > 0:
                 take = r.next_prompt_tokens[:budget]
@@ -185,7 +199,19 @@ class Scheduler:
                     if r.prefilling:
                         continue  # a chunk of a long prompt: no token to sample yet
                     r.start_decoding(now)
-                chunk = r.accept(rows[-1], self.backend, self.backend.n_ctx, self.model_name)
+                    if self.speculative is not None:
+                        r.drafts = DraftState(self.speculative, r.prompt_ids)
+                if c.n_draft:
+                    chunk = r.accept_draft(
+                        rows, c.tokens[1:], self.backend, self.backend.n_ctx, self.model_name
+                    )
+                    # Drop the rejected drafts' KV entries (also before a finished request's cache
+                    # is kept for prefix reuse, which must hold only the tokens it claims).
+                    self.backend.truncate(r.slot, len(r.prompt_ids) + len(r.output_ids) - 1)
+                else:
+                    chunk = r.accept(rows[-1], self.backend, self.backend.n_ctx, self.model_name)
+                if r.drafts is not None:
+                    r.drafts.extend(chunk.token_ids)
             except Exception as e:
                 log.exception("sampling failed for one request")
                 self._release(r, RequestStatus.FAILED)
@@ -195,6 +221,16 @@ class Scheduler:
             if chunk.final is not None:
                 self._release(r, RequestStatus.FINISHED)
         return events
+
+    def _draft(self, r: Request, budget: int) -> list[int]:
+        """Tokens to verify after `r`'s last token: none without speculation, and never more than
+        the request may still generate, the context can hold, or `budget` allows."""
+        if r.drafts is None or budget <= 0:
+            return []
+        room = min(budget, self.backend.n_ctx - (len(r.prompt_ids) + len(r.output_ids)) - 1)
+        if r.params.max_tokens is not None:
+            room = min(room, r.params.max_tokens - len(r.output_ids) - 1)
+        return r.drafts.propose(room)
 
     def abort_all(self) -> list[Request]:
         """Cancel everything, waiting or running, and free every slot; return what was cancelled."""

@@ -391,9 +391,12 @@ def stream_view(text: str, final: bool = False) -> ToolOutput:
         end = text.find(TAIL, start)
         if end < 0:
             args = text[start:]
-            calls.append(
-                ParsedCall(name, args if final else args[: len(args) - _partial_tail(args, TAIL)], False)
-            )
+            held = args[: len(args) - _partial_tail(args, TAIL)]
+            # A finished output cut inside the closing markup (max_tokens right after the arguments'
+            # "}" and the call's own "}") still has whole arguments: those, not the markup after them.
+            if final and not _is_object(held):
+                held = args
+            calls.append(ParsedCall(name, held, False))
             break
         calls.append(ParsedCall(name, text[start:end], _is_object(text[start:end])))
         pos = end + len(TAIL)

@@ -27,6 +27,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from hallmark import __version__
+from hallmark.engine.speculative import SpeculativeConfig
 from hallmark.errors import HallmarkError, ModelFileError, WatermarkSpecError
 from hallmark.model import Model
 from hallmark.provenance import public_keys, signing_key
@@ -78,6 +79,7 @@ def load_state(config: ServerConfig) -> ServerState:
                     watermark=config.watermark,
                     watermark_key=config.watermark_key,
                     policy=policy,
+                    speculative=SpeculativeConfig(max_draft=config.draft_max) if config.draft_max else False,
                 )
             )
         for (name, path, scale), info in zip(served_lora, infos, strict=True):

@@ -72,6 +72,13 @@ class ServerConfig:
         help="Admit a burst of requests together: wait until none has arrived for MS (at most 5x MS); "
         "0 = off.",
     )
+    draft_max: int = setting(
+        0,
+        min=0,
+        max=16,
+        metavar="N",
+        help="Speculative decoding: verify up to N tokens drafted by prompt lookup per step; 0 = off.",
+    )
     n_threads: int | None = setting(None, flag="--threads", min=1, help="CPU threads [default: all].")
     n_gpu_layers: int = setting(0, flag="--gpu-layers", help="Layers to offload to a GPU; -1 = all.")
     metrics: bool = setting(False, help="Serve Prometheus metrics at /metrics.")

@@ -121,6 +121,7 @@ class ModelEngine:
             max_waiting=max_waiting,
             token_budget=token_budget,
             reuse_prefixes=reuse_prefixes,
+            speculative=model.speculative,
         )
         self._thread = threading.Thread(target=self._run, name=f"hallmark-engine-{model.name}", daemon=True)
         self._thread.start()

@@ -1,0 +1,244 @@
+"""Speculative decoding benchmark: decode tokens/s with prompt lookup off and on, and llama.cpp's own
+lookup decoding (`llama-lookup`, built from the llama.cpp sources vendored in llama-cpp-python, as
+bench/serve.py builds llama-server) on the same prompts, in one run.
+
+Workloads, from ../shared/data: XSum summaries, SQuAD answers and Tatoeba en->fr translations, each
+with hallmark's own task prompt for the model (few-shot text for gemma-3-270m, the chat template for
+SmolLM2: hallmark.tasks), and a plain chat prompt that copies nothing. Greedy decoding, so the
+three runs of a prompt can be compared token for token (hallmark on vs off) and llama-lookup
+(`--temp 0`) does the same work; one sequence at a time, 2 threads.
+
+Decode tokens/s excludes the prompt: hallmark's `predicted_n / predicted_ms` (the time from the first
+sampled token to the last), llama-lookup's "decoded N tokens in T seconds". Reported per model and
+workload: tokens/s off and on and their ratio, tokens per verification step (1 + accepted / steps),
+the share of outputs identical on and off, llama-lookup's tokens/s and hallmark-on / llama-lookup.
+
+    python bench/speculative.py                      # both models, 8 prompts per workload
+    python bench/speculative.py --prompts 3 --models smollm2-135m-instruct
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from serve import LLAMA_CPP_PYTHON, build_llama_server
+
+import hallmark
+from hallmark.engine.sampling import SamplingParams
+from hallmark.engine.speculative import SpeculativeConfig
+from hallmark.tasks.prompts import chosen_style, qa_prompt, summary_prompt, translation_prompt
+from hallmark.tasks.runner import request_for
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+RESULTS = Path(__file__).parent / "results" / "speculative.json"
+MODELS = ("smollm2-135m-instruct", "gemma-3-270m")
+MAX_TOKENS = {"summaries": 64, "answers": 32, "translations": 48, "chat": 64}
+CHAT_PROMPTS = [
+    "Write a short story about a lighthouse keeper and a storm.",
+    "Give me three tips for learning to play the guitar.",
+    "Explain why the sky is blue to a ten-year-old.",
+    "Describe a walk through a forest in autumn.",
+    "What should I pack for a weekend camping trip?",
+    "Write a poem about the sea.",
+    "How do I make a cup of good coffee?",
+    "Tell me about the history of bicycles.",
+]
+
+
+def workloads(model: hallmark.Model, n: int) -> dict[str, list]:
+    """Task prompts (hallmark.tasks.prompts.TaskPrompt) per workload, for this model."""
+
+    def rows(path: Path) -> list[dict]:
+        with open(path) as f:
+            return [json.loads(line) for _, line in zip(range(n), f, strict=False)]
+
+    summary = chosen_style("summarization", model)
+    qa = chosen_style("qa", model)
+    tr = chosen_style("translation", model)
+    return {
+        "summaries": [
+            summary_prompt(r["document"][:2000], summary)
+            for r in rows(DATA / "summarization" / "xsum.dev300.jsonl")
+        ],
+        "answers": [
+            qa_prompt(r["question"], r["context"], qa) for r in rows(DATA / "qa" / "squad.dev300.jsonl")
+        ],
+        "translations": [
+            translation_prompt(r["source"], "en", "fr", tr)
+            for r in rows(DATA / "translation" / "tatoeba.en-fr.jsonl")
+        ],
+        "chat": CHAT_PROMPTS[:n],
+    }
+
+
+def request(model: hallmark.Model, prompt, max_tokens: int):
+    params = SamplingParams(temperature=0.0, max_tokens=max_tokens)
+    if isinstance(prompt, str):  # plain chat
+        return model.chat_request([{"role": "user", "content": prompt}], params, conversation=False)
+    return request_for(model, prompt, params, max_tokens)
+
+
+def prompt_text(model: hallmark.Model, ids: list[int]) -> bytes:
+    """The prompt as llama-lookup reads it (it adds BOS and parses control-token markup)."""
+    tok = model.tokenizer
+    body = ids[1:] if ids and ids[0] == tok.bos_token else ids
+    return b"".join(tok.token_text(t).encode() if tok.is_special(t) else tok.token_bytes(t) for t in body)
+
+
+def build_lookup() -> Path:
+    server = build_llama_server()  # extracts and configures the vendored sources once
+    build = server.parent.parent
+    binary = build / "bin" / "llama-lookup"
+    if not binary.exists():
+        print("building llama-lookup ...", file=sys.stderr, flush=True)
+        subprocess.run(
+            ["cmake", "--build", str(build), "--target", "llama-lookup", "-j", "2"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    return binary
+
+
+def llama_lookup(binary: Path, model_path: Path, prompt: bytes, max_tokens: int, threads: int) -> dict:
+    with tempfile.NamedTemporaryFile(suffix=".txt") as f:
+        f.write(prompt)
+        f.flush()
+        proc = subprocess.run(
+            [
+                str(binary),
+                "-m",
+                str(model_path),
+                "-f",
+                f.name,
+                "-n",
+                str(max_tokens),
+                "--temp",
+                "0",
+                "--draft-max",
+                "4",
+                "-t",
+                str(threads),
+                "-c",
+                "4096",
+                "--no-warmup",
+                "-no-cnv",
+            ],
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=600,
+        )
+    log = proc.stdout + proc.stderr
+    decoded = re.search(r"decoded\s+(\d+) tokens in\s+([\d.]+) seconds", log)
+    drafted = re.search(r"n_drafted\s*=\s*(\d+)", log)
+    accepted = re.search(r"n_accept\s*=\s*(\d+)", log)
+    if proc.returncode != 0 or decoded is None:
+        raise RuntimeError(f"llama-lookup failed ({proc.returncode}): {log[-2000:]}")
+    n, seconds = int(decoded.group(1)), float(decoded.group(2))
+    return {
+        "tokens": n,
+        "seconds": seconds,
+        "drafted": int(drafted.group(1)) if drafted else 0,
+        "accepted": int(accepted.group(1)) if accepted else 0,
+    }
+
+
+def run_model(name: str, n: int, threads: int, lookup: Path | None) -> dict:
+    model = hallmark.load(name, n_threads=threads, policy="off", n_ctx=4096)
+    out = {}
+    try:
+        for workload, prompts in workloads(model, n).items():
+            cell = {
+                "off": [0, 0.0],
+                "on": [0, 0.0],
+                "drafted": 0,
+                "accepted": 0,
+                "identical": 0,
+                "prompts": 0,
+            }
+            cell["llama_lookup"] = [0, 0.0]
+            for prompt in prompts:
+                limit = MAX_TOKENS[workload]
+                outputs = {}
+                for on in (False, True):  # off first: it also warms the prompt's pages
+                    model.speculative = SpeculativeConfig() if on else None
+                    req = request(model, prompt, limit)
+                    result = next(r for _, r in model.generate_requests([req]))
+                    key = "on" if on else "off"
+                    cell[key][0] += result.timings.predicted_n
+                    cell[key][1] += result.timings.predicted_ms / 1e3
+                    outputs[on] = result.token_ids
+                    if on:
+                        cell["drafted"] += result.timings.draft_n
+                        cell["accepted"] += result.timings.draft_n_accepted
+                cell["identical"] += outputs[False] == outputs[True]
+                cell["prompts"] += 1
+                if lookup is not None:
+                    ll = llama_lookup(lookup, model.path, prompt_text(model, req.prompt_ids), limit, threads)
+                    cell["llama_lookup"][0] += ll["tokens"]
+                    cell["llama_lookup"][1] += ll["seconds"]
+            off = cell["off"][0] / cell["off"][1]
+            on = cell["on"][0] / cell["on"][1]
+            steps = cell["on"][0] - cell["accepted"]  # each verification step yields 1 + its accepted
+            row = {
+                "prompts": cell["prompts"],
+                "tokens_off": cell["off"][0],
+                "tok_s_off": round(off, 2),
+                "tok_s_on": round(on, 2),
+                "speedup": round(on / off, 3),
+                "drafted": cell["drafted"],
+                "accepted": cell["accepted"],
+                "tokens_per_step": round(cell["on"][0] / max(steps, 1), 3),
+                "identical": cell["identical"],
+            }
+            if lookup is not None:
+                ll = cell["llama_lookup"][0] / cell["llama_lookup"][1]
+                row |= {"tok_s_llama_lookup": round(ll, 2), "vs_llama_lookup": round(on / ll, 3)}
+            out[workload] = row
+            print(name, workload, row, file=sys.stderr, flush=True)
+    finally:
+        model.close()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=list(MODELS))
+    ap.add_argument("--prompts", type=int, default=8, help="prompts per workload")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-llama", action="store_true", help="skip llama-lookup")
+    ap.add_argument("--out", default=str(RESULTS))
+    args = ap.parse_args()
+    lookup = None if args.no_llama else build_lookup()
+    t0 = time.time()
+    results = {name: run_model(name, args.prompts, args.threads, lookup) for name in args.models}
+    record = {
+        "benchmark": "speculative",
+        "recorded": time.strftime("%Y-%m-%d"),
+        "threads": args.threads,
+        "prompts_per_workload": args.prompts,
+        "max_tokens": MAX_TOKENS,
+        "config": vars(SpeculativeConfig()),
+        "llama_cpp": f"vendored in llama-cpp-python {LLAMA_CPP_PYTHON}, llama-lookup --draft-max 4 --temp 0",
+        "seconds": round(time.time() - t0),
+        "results": results,
+        "speedup_geomean": {
+            m: round(float(np.exp(np.mean([np.log(r["speedup"]) for r in w.values()]))), 3)
+            for m, w in results.items()
+        },
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps(record, indent=2))
+
+
+if __name__ == "__main__":
+    main()
