@@ -1109,6 +1109,8 @@ def speculative_table(res: Result) -> str:
     ]
     for model, workloads in res["results"].items():
         for workload, r in workloads.items():
+            if workload == "verify_cost":
+                continue
             ll = r.get("tok_s_llama_lookup")
             lines.append(
                 f"| {model} | {workload} | {r['prompts']} | {r['tok_s_off']:.1f} | {r['tok_s_on']:.1f} "
@@ -1116,6 +1118,19 @@ def speculative_table(res: Result) -> str:
                 f"| {r['identical']} / {r['prompts']} | {'-' if ll is None else f'{ll:.1f}'} "
                 f"| {'-' if ll is None else _x(r['vs_llama_lookup'])} |"
             )
+    return "\n".join(lines) + "\n"
+
+
+def speculative_costs(res: Result) -> str:
+    """What verifying a draft costs: a k-token call as a multiple of a one-token call."""
+    ks = ["2", "3", "5", "8"]
+    lines = [
+        "| model | one-token call | " + " | ".join(f"{k} tokens" for k in ks) + " |",
+        "|---|---:|" + "---:|" * len(ks),
+    ]
+    for model, workloads in res["results"].items():
+        c = workloads["verify_cost"]
+        lines.append(f"| {model} | {c['ms_1']:.1f} ms | " + " | ".join(_x(c[k]) for k in ks) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -1165,6 +1180,7 @@ BLOCKS: dict[str, tuple[str, Callable[[Result], str]]] = {
     "zeroshot-run": ("zeroshot", zeroshot_run),
     "speculative": ("speculative", speculative_table),
     "speculative-run": ("speculative", speculative_run),
+    "speculative-costs": ("speculative", speculative_costs),
 }
 
 # Result file stem -> the block whose text is bench/results/<stem>.md (what the script writes).

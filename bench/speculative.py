@@ -122,14 +122,12 @@ def llama_lookup(binary: Path, model_path: Path, prompt: bytes, max_tokens: int,
                 str(max_tokens),
                 "--temp",
                 "0",
-                "--draft-max",
+                "--spec-draft-n-max",
                 "4",
                 "-t",
                 str(threads),
                 "-c",
                 "4096",
-                "--no-warmup",
-                "-no-cnv",
             ],
             capture_output=True,
             text=True,
@@ -151,10 +149,36 @@ def llama_lookup(binary: Path, model_path: Path, prompt: bytes, max_tokens: int,
     }
 
 
+def verify_costs(model: hallmark.Model, reps: int = 15) -> dict[str, float]:
+    """Milliseconds of one backend call that evaluates k tokens of one sequence (all-position logits
+    for k > 1), after a 500-token prompt, as a multiple of the one-token call: what verifying a
+    k-1 token draft costs. Median of `reps`."""
+    from hallmark.backends.base import SequenceInput
+
+    backend = model.backend
+    ids = model.tokenize("The history of the city begins with its founding on the river. " * 40)[:500]
+    backend.free(0)
+    backend.decode([SequenceInput(0, ids)])
+    base = backend.sequence_length(0)
+    ms = {}
+    for k in (1, 2, 3, 5, 8):
+        times = []
+        for _ in range(reps):
+            backend.truncate(0, base)
+            t = time.perf_counter()
+            backend.decode([SequenceInput(0, ids[:k], all_logits=k > 1)])
+            times.append(time.perf_counter() - t)
+        ms[k] = float(np.median(times)) * 1e3
+    backend.free(0)
+    return {str(k): round(v / ms[1], 2) for k, v in ms.items()} | {"ms_1": round(ms[1], 2)}
+
+
 def run_model(name: str, n: int, threads: int, lookup: Path | None) -> dict:
     model = hallmark.load(name, n_threads=threads, policy="off", n_ctx=4096)
     out = {}
     try:
+        out["verify_cost"] = verify_costs(model)
+        print(name, "verify cost (x one-token call)", out["verify_cost"], file=sys.stderr, flush=True)
         for workload, prompts in workloads(model, n).items():
             cell = {
                 "off": [0, 0.0],
@@ -227,11 +251,14 @@ def main() -> None:
         "prompts_per_workload": args.prompts,
         "max_tokens": MAX_TOKENS,
         "config": vars(SpeculativeConfig()),
-        "llama_cpp": f"vendored in llama-cpp-python {LLAMA_CPP_PYTHON}, llama-lookup --draft-max 4 --temp 0",
+        "llama_cpp": f"vendored in llama-cpp-python {LLAMA_CPP_PYTHON}, "
+        "llama-lookup --spec-draft-n-max 4 --temp 0",
         "seconds": round(time.time() - t0),
         "results": results,
         "speedup_geomean": {
-            m: round(float(np.exp(np.mean([np.log(r["speedup"]) for r in w.values()]))), 3)
+            m: round(
+                float(np.exp(np.mean([np.log(r["speedup"]) for k, r in w.items() if k != "verify_cost"]))), 3
+            )
             for m, w in results.items()
         },
     }

@@ -16,10 +16,11 @@ from the draft is still a valid sample (it is the real next token), so every ver
 yields at least one token; the KV cache is then cut back past the rejected draft tokens.
 
 The output is the one-token-at-a-time output token for token wherever the backend computes a
-token's logits in a multi-token call exactly as in a one-token call. SmolLM2 in llama.cpp on CPU
-does (max difference 0.0); gemma-3-270m does not (logits differ by up to ~0.7, as they do between
-batched and solo decoding: docs/benchmarks.md#batched-vs-alone-greedy), so there a near-tie can
-resolve differently.
+token's logits in a multi-token call exactly as in a one-token call. llama.cpp on CPU does so only
+sometimes: SmolLM2 after a short prompt, yes (difference 0.0); SmolLM2 after a 645-token prompt,
+and gemma-3-270m, no (up to ~0.5-0.7 in a logit: its kernels take other paths for several rows,
+as between batched and solo decoding, docs/benchmarks.md#batched-vs-alone-greedy), so there a
+near-tie can resolve differently (bench/speculative.py counts identical outputs).
 
 `DraftState` stops drafting for a while after drafts that were wholly rejected (text that copies
 nothing), so a request that gains nothing pays little.
