@@ -139,7 +139,7 @@ def test_gumbel_choice_is_distributed_as_the_model_distribution():
     rng = np.random.default_rng(0)
     n = 20_000
     contexts = rng.integers(0, 50_000, size=(n, 4))
-    picks = [scheme.choose(cand, probs, ctx, rng) for ctx in contexts]
+    picks = [scheme.choose(cand, probs, ctx) for ctx in contexts]
     counts = np.array([picks.count(int(c)) for c in cand])
     assert stats.chisquare(counts, probs * n).pvalue > 0.001
 
@@ -185,14 +185,13 @@ def test_repeated_contexts_are_not_watermarked_twice_by_gumbel():
     spec = WatermarkSpec.create("gumbel", _key(0).key_id, "ade6dc1a204a04a9")
     assert spec.context_width == 2
     wm = SequenceWatermarker(make_scheme(spec, _key(0).secret))
-    rng = np.random.default_rng(0)
     cand, probs = np.array([1, 2, 3]), np.array([0.5, 0.3, 0.2])
     for i in range(SequenceWatermarker.RANDOM_START):  # the random start: the first choices are drawn
-        assert wm.pick(cand, probs, [0, 1, 2, i], rng, n_generated=i) is None
-    assert wm.pick(cand, probs, [7, 8, 9, 10], rng, n_generated=4) is not None
-    assert wm.pick(cand, probs, [6, 7, 9, 10], rng, n_generated=5) is None  # same last-2 context
-    assert wm.pick(cand, probs, [8, 9, 10, 11], rng, n_generated=6) is not None
-    assert wm.pick(cand, probs, [1, 2, 3, 4], rng, n_generated=1) is None  # context not yet generated
+        assert wm.pick(cand, probs, [0, 1, 2, i], n_generated=i) is None
+    assert wm.pick(cand, probs, [7, 8, 9, 10], n_generated=4) is not None
+    assert wm.pick(cand, probs, [6, 7, 9, 10], n_generated=5) is None  # same last-2 context
+    assert wm.pick(cand, probs, [8, 9, 10, 11], n_generated=6) is not None
+    assert wm.pick(cand, probs, [1, 2, 3, 4], n_generated=1) is None  # context not yet generated
     assert (wm.marked, wm.unmarked) == (2, 4 + 1 + 1)
 
 
@@ -201,11 +200,10 @@ def test_random_start_counts_choices_not_forced_tokens():
     the first tokens with two or more candidates, so different seeds give different texts."""
     spec = WatermarkSpec.create("gumbel", _key(0).key_id, "ade6dc1a204a04a9")
     wm = SequenceWatermarker(make_scheme(spec, _key(0).secret))
-    rng = np.random.default_rng(0)
     for n in range(6):
-        assert wm.pick(np.array([5]), np.array([1.0]), [1, 2, 3, n], rng, n_generated=n) is None
+        assert wm.pick(np.array([5]), np.array([1.0]), [1, 2, 3, n], n_generated=n) is None
     cand, probs = np.array([1, 2, 3]), np.array([0.5, 0.3, 0.2])
-    picks = [wm.pick(cand, probs, [9, 9, 9, 20 + n], rng, n_generated=6 + n) for n in range(6)]
+    picks = [wm.pick(cand, probs, [9, 9, 9, 20 + n], n_generated=6 + n) for n in range(6)]
     assert picks[: SequenceWatermarker.RANDOM_START] == [None] * SequenceWatermarker.RANDOM_START
     assert None not in picks[SequenceWatermarker.RANDOM_START :]
 
@@ -214,11 +212,10 @@ def test_kgw_keeps_biasing_repeated_contexts():
     """KGW's bias is soft, so a repeated context keeps its green list (as in the paper)."""
     spec = WatermarkSpec.create("kgw", _key(0).key_id, "ade6dc1a204a04a9")
     wm = SequenceWatermarker(make_scheme(spec, _key(0).secret))
-    rng = np.random.default_rng(0)
     cand, probs = np.array([1, 2, 3]), np.array([0.5, 0.3, 0.2])
     for _ in range(3):
         assert wm.bias(cand, [7, 8, 9, 10], n_generated=4) is not None
-    assert wm.pick(cand, probs, [7, 8, 9, 10], rng, n_generated=4) is None  # kgw never picks
+    assert wm.pick(cand, probs, [7, 8, 9, 10], n_generated=4) is None  # kgw never picks
     assert (wm.marked, wm.unmarked) == (3, 0)
 
 

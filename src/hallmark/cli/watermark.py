@@ -182,7 +182,7 @@ def keys_show(name: str, secret: bool, as_json: bool) -> None:
     "--zero-shot/--no-zero-shot",
     default=True,
     show_default=True,
-    envvar="HALLMARK_ZERO_SHOT",
+    envvar=envvar("zero_shot"),
     show_envvar=True,
     help="Also assess whether the text looks machine-generated whoever made it (loads both shipped models).",
 )

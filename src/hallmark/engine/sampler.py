@@ -3,8 +3,8 @@ top-p, min-p.
 
 Order of the chain (as in Hugging Face and vLLM): bias and penalties on the raw logits, then the
 grammar's mask (tokens that cannot continue a valid output get -inf; engine/grammar.py), then
-temperature, then the top-k / top-p / min-p filters, then a draw from the seeded generator or the
-watermark's choice; so both only ever see tokens the grammar allows.
+temperature, then the top-k / top-p / min-p filters, then a draw (a uniform of the request's seed and the
+token's position) or the watermark's choice; so both only ever see tokens the grammar allows.
 Log-probabilities reported to the user are those of the raw model distribution (vLLM's
 "raw_logprobs"), so they do not depend on the sampling settings.
 """
@@ -59,7 +59,6 @@ class Sampler:
     def __init__(self, params: SamplingParams, seed: int):
         self.params = params
         self.seed = seed
-        self.rng = np.random.default_rng(seed)  # handed to watermark schemes (none draws from it today)
         self._bias_ids: np.ndarray | None = None
         self._bias_vals: np.ndarray | None = None
         if params.logit_bias:
@@ -121,7 +120,7 @@ class Sampler:
             bias = lambda cand: watermarker.bias(cand, context, n_generated)  # noqa: E731
         candidates, probs = self.filtered_distribution(x, bias, support)
         if watermarker is not None and bias is None:
-            token = watermarker.pick(candidates, probs, context, self.rng, n_generated)
+            token = watermarker.pick(candidates, probs, context, n_generated)
             if token is not None:
                 return token
         return int(candidates[self._draw(probs, n_generated)])

@@ -188,10 +188,12 @@ class Detector:
         """The result for one text; span p-values corrected for `multiplier` hypotheses too."""
         positions, scores, n_dropped = self.scored_tokens(tokens, exclude)
         result = self._result(tokens.shape[0], scores, fpr, n_dropped)
-        if windowed and scores.shape[0] >= MIN_TOKENS:
-            result.spans = self._windows(text, tokens, positions, scores, fpr, multiplier)
+        windows = windowed and scores.shape[0] >= MIN_TOKENS
+        # Character offsets of the tokens: for the passages and the per-token scores, computed once.
+        offsets = self._char_offsets(text, tokens) if windows or token_scores else []
+        if windows:
+            result.spans = self._windows(offsets, positions, scores, fpr, multiplier)
         if token_scores:
-            offsets = self._char_offsets(text, tokens)
             mean, var = self.scheme.null_mean_var()
             z = (scores - mean) / math.sqrt(var)
             result.token_scores = [
@@ -225,8 +227,7 @@ class Detector:
 
     def _windows(
         self,
-        text: str,
-        tokens: np.ndarray,
+        offsets: list[int],
         positions: np.ndarray,
         scores: np.ndarray,
         fpr: float,
@@ -256,7 +257,6 @@ class Detector:
                 break
             found.append((lo, hi, p))
             free[lo : hi + 1] = False
-        offsets = self._char_offsets(text, tokens)
         width = self.scheme.width
         spans = []
         for lo, hi, p in sorted(found):

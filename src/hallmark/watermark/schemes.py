@@ -44,9 +44,7 @@ class Scheme:
         self.width = spec.context_width
         self.k_ctx, self.k_tok = derive_keys(secret, spec.scheme)
 
-    def choose(
-        self, cand: np.ndarray, probs: np.ndarray, context: np.ndarray, rng: np.random.Generator
-    ) -> int:
+    def choose(self, cand: np.ndarray, probs: np.ndarray, context: np.ndarray) -> int:
         raise NotImplementedError
 
     def logit_bias(self, cand: np.ndarray, context: np.ndarray) -> np.ndarray:
@@ -69,9 +67,7 @@ class GumbelScheme(Scheme):
     # Gumbel-max is deterministic given the context: a repeated context would repeat its choice.
     skip_repeated_contexts = True
 
-    def choose(
-        self, cand: np.ndarray, probs: np.ndarray, context: np.ndarray, rng: np.random.Generator
-    ) -> int:
+    def choose(self, cand: np.ndarray, probs: np.ndarray, context: np.ndarray) -> int:
         seed = context_seeds(context[None, :], self.k_ctx)
         r = pair_uniforms(np.repeat(seed, cand.shape[0]), cand, self.k_tok)
         return int(cand[np.argmax(np.log(r) / probs)])
@@ -159,7 +155,7 @@ class SequenceWatermarker:
     such tokens are sampled normally instead, and the detector skips repeated contexts in the same way.
 
     The first RANDOM_START tokens (at least `context_width`) of a generation are also sampled
-    normally, from the request's seeded generator: Gumbel-max is a deterministic function of
+    normally, from the request's seeded draw: Gumbel-max is a deterministic function of
     (key, context), so without this the same prompt would always give the same text whatever the
     seed. With a 2-token context, 2 random tokens were often the same for different seeds (a
     peaked start such as " with the"), so the random start is 4 tokens; about 2% of a 200-token text.
@@ -181,7 +177,6 @@ class SequenceWatermarker:
         cand: np.ndarray,
         probs: np.ndarray,
         context: Sequence[int],
-        rng: np.random.Generator,
         n_generated: int,
     ) -> int | None:
         """The watermarked choice, or None to let the sampler draw normally."""
@@ -202,7 +197,7 @@ class SequenceWatermarker:
                 return None
             self.seen.add(ctx)
         self.marked += 1
-        return self.scheme.choose(cand, probs, np.asarray(ctx, dtype=np.int64), rng)
+        return self.scheme.choose(cand, probs, np.asarray(ctx, dtype=np.int64))
 
     def bias(self, cand: np.ndarray, context: Sequence[int], n_generated: int) -> np.ndarray | None:
         """Logit offsets for the top-k candidates (biasing schemes), or None to leave them as they are."""
