@@ -401,9 +401,13 @@ def test_logs_endpoint_filters_and_checks_its_input(server):
         assert http.get("/v1/logs", params={"model": "nobody"}).json()["data"] == []
         for params in ({"limit": 0}, {"limit": 10_000}, {"status": "maybe"}, {"since": "x"}):
             err = http.get("/v1/logs", params=params)
-            assert err.status_code == 400 and err.json()["error"]["message"], params
+            assert err.status_code == 400 and err.json()["error"]["param"] == next(iter(params)), params
+            assert "query parameter" in err.json()["error"]["message"]
         missing = http.get("/v1/logs/nope-not-an-id")
         assert missing.status_code == 404 and "no logged request" in missing.json()["error"]["message"]
+        assert str(server.log_db) not in missing.text  # the server's disk layout is its own
+        long = http.get("/v1/logs/" + "a" * 500).json()["error"]
+        assert long["param"] == "request_id" and long["type"] == "invalid_request_error"
 
 
 def test_verify_endpoint_checks_a_manifest_against_its_text(server):

@@ -130,6 +130,14 @@ def to_api_error(e: Exception, prompt_param: str = "messages") -> APIError:
 def _validation_error(exc: RequestValidationError) -> APIError:
     err = exc.errors()[0]
     loc = tuple(err.get("loc", ()))
+    if len(loc) > 1 and loc[0] in ("query", "path"):  # a URL's parameter (GET /v1/logs?limit=...)
+        param = str(loc[1])
+        return APIError(
+            400,
+            f"Invalid value for {loc[0]} parameter '{param}': {err.get('msg')}.",
+            param=param,
+            code="invalid_value",
+        )
     param = field_path(loc)
     if err.get("type") == "extra_forbidden":
         # The unknown field's own name is the location's last element, which is no known field.

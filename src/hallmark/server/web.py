@@ -98,8 +98,11 @@ def install_web(app: FastAPI, state: ServerState) -> None:
         try:
             row = await asyncio.to_thread(log.get, request_id)
         except HallmarkError as e:
-            status = 404 if str(e).startswith("no logged request") else 400
-            raise APIError(status, str(e), type="not_found_error" if status == 404 else None) from None
+            if str(e).startswith("no logged request"):  # its message names the log's path: not the client's
+                raise APIError(
+                    404, f"no logged request with id {request_id!r}", type="not_found_error"
+                ) from None
+            raise APIError(400, str(e), param="request_id") from None
         return JSONResponse(row)
 
     @app.post("/v1/provenance/verify")
