@@ -55,6 +55,16 @@ def test_a_wholly_rejected_draft_pauses_drafting_with_growing_backoff():
     assert state.propose(1) == [1] and state.propose(0) == []
 
 
+def test_bad_speculative_settings_are_refused(smollm2_path):
+    from hallmark.errors import HallmarkError, InvalidSamplingError
+
+    for bad in ({"max_draft": 0}, {"max_draft": 10**9}, {"max_ngram": "3"}, {"min_ngram": 3, "max_ngram": 2}):
+        with pytest.raises(InvalidSamplingError, match="speculative"):
+            SpeculativeConfig(**bad)
+    with pytest.raises(HallmarkError, match="speculative must be"):
+        hallmark.load(str(smollm2_path), speculative="yes", policy="off")
+
+
 # -- the fake backend --------------------------------------------------------------------------
 SCRIPT = "The committee met on Tuesday. The committee met again on Friday and the committee agreed."
 

@@ -663,6 +663,8 @@ def load(
     them several per backend call (True: the default SpeculativeConfig); the output is unchanged
     where the backend's multi-token logits equal its one-token logits (engine/speculative.py).
     """
+    if not isinstance(speculative, bool | SpeculativeConfig):
+        raise HallmarkError(f"speculative must be True, False or a SpeculativeConfig, not {speculative!r}")
     request_policy = policy if isinstance(policy, Policy) else load_policy(policy)  # bad files fail fast
     target = name_or_path if name_or_path is not None else os.environ.get("HALLMARK_MODEL", DEFAULT_MODEL)
     resolved = resolve(target, show_progress=show_progress)

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from hallmark.errors import InvalidSamplingError
+
 
 @dataclass(frozen=True)
 class SpeculativeConfig:
@@ -42,6 +44,16 @@ class SpeculativeConfig:
     # After a wholly rejected draft, drafting pauses this many steps, doubling up to `max_backoff`.
     backoff: int = 1
     max_backoff: int = 16
+
+    def __post_init__(self) -> None:
+        for name in ("max_draft", "max_ngram", "min_ngram", "backoff", "max_backoff"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64:
+                raise InvalidSamplingError(f"speculative {name} must be an integer in [1, 64], got {value!r}")
+        if self.min_ngram > self.max_ngram:
+            raise InvalidSamplingError(
+                f"speculative min_ngram ({self.min_ngram}) is larger than max_ngram ({self.max_ngram})"
+            )
 
 
 def lookup_draft(tokens: np.ndarray, max_draft: int, max_ngram: int = 3, min_ngram: int = 1) -> np.ndarray:
