@@ -141,6 +141,11 @@ def test_smollm2_output_is_token_for_token_unchanged(smollm2_path, scheme, tempe
 
 # -- the server: continuous batching with and without drafts in one step ------------------------------
 def test_server_with_draft_max_gives_the_same_answers_and_reports_drafts(tmp_path):
+    """One request at a time, a server with drafts answers exactly as one without. Then the same
+    requests together, in one continuous batch with and without drafts in a step: all complete, with
+    the drafts counted. (Concurrent answers are not compared token for token: which prompts llama.cpp
+    evaluates in one call depends on arrival times, and that alone can move a logit, drafts or not:
+    docs/benchmarks.md#batched-vs-alone-greedy. That failed 1 run in 9.)"""
     import concurrent.futures
 
     from tests.server_process import start_server
@@ -150,16 +155,10 @@ def test_server_with_draft_max_gives_the_same_answers_and_reports_drafts(tmp_pat
         [{"role": "user", "content": "Write a poem about the sea."}],  # little to copy
         [{"role": "user", "content": f"{ARTICLE}\n\nWho is the mayor of Springfield?"}],
     ]
-    answers = {}
+    answers, together = {}, []
     for draft in (0, 4):
-        srv = start_server(
-            "smollm2-135m-instruct",
-            "--draft-max",
-            str(draft),
-            "--parallel",
-            "4",
-            log_db=tmp_path / f"{draft}.db",
-        )
+        flags = ("--draft-max", str(draft), "--parallel", "4")
+        srv = start_server("smollm2-135m-instruct", *flags, log_db=tmp_path / f"{draft}.db")
         try:
             client = srv.client()
 
@@ -168,14 +167,18 @@ def test_server_with_draft_max_gives_the_same_answers_and_reports_drafts(tmp_pat
                     model="smollm2-135m-instruct", messages=m, max_tokens=60, temperature=0.9, seed=4
                 )
 
-            with concurrent.futures.ThreadPoolExecutor(3) as pool:  # one continuous batch
-                answers[draft] = list(pool.map(ask, messages))
+            answers[draft] = [ask(m) for m in messages]
+            if draft:
+                with concurrent.futures.ThreadPoolExecutor(3) as pool:  # one continuous batch
+                    together = list(pool.map(ask, messages))
         finally:
             srv.stop()
     assert [a.choices[0].message.content for a in answers[4]] == [
         a.choices[0].message.content for a in answers[0]
     ]
-    timings = [a.model_extra["timings"] for a in answers[4]]
-    assert all(t["draft_n_accepted"] <= t["draft_n"] for t in timings)
-    assert sum(t["draft_n_accepted"] for t in timings) > 0
     assert all(a.model_extra["timings"]["draft_n"] == 0 for a in answers[0])
+    for served in (answers[4], together):
+        timings = [a.model_extra["timings"] for a in served]
+        assert all(t["draft_n_accepted"] <= t["draft_n"] for t in timings)
+        assert sum(t["draft_n_accepted"] for t in timings) > 0
+        assert all(a.choices[0].message.content and a.choices[0].finish_reason for a in served)
