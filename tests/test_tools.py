@@ -443,14 +443,17 @@ def test_required_gives_valid_calls_and_the_log_records_them(client, server):
         messages=TWO_CITIES,
         tools=[WEATHER, TIME],
         tool_choice="required",
-        max_tokens=100,
+        max_tokens=300,
         seed=2,
     )
     choice = r.choices[0]
     calls = choice.message.tool_calls
-    assert_valid_calls(calls)
+    # Nothing bounds how many calls the model makes (seed 2 made four, 137 tokens, here; another CPU's
+    # numerics may sample more): a call cut by max_tokens keeps "length" and its cut arguments, as
+    # OpenAI's do, so only the calls before it must be whole.
+    assert choice.finish_reason in ("tool_calls", "length")
+    assert_valid_calls(calls if choice.finish_reason == "tool_calls" else calls[:-1])
     assert choice.message.content is None and len({c.id for c in calls}) == len(calls)
-    assert choice.finish_reason == "tool_calls" or choice.finish_reason == "length"
     mark = r.model_extra["hallmark"]  # provenance and the watermark, as for any answer
     assert mark["ai_generated"] and mark["watermark"]["choices"][0]["applied"] is True
     # The log holds the tools asked for, the conversation, and the calls sent with their ids.
