@@ -126,6 +126,100 @@ def test_screen_messages_screens_user_and_system(default: Policy):
     assert default.screen_messages([{"role": "assistant", "content": "hi"}]).reason == "nothing to screen"
 
 
+# -- the encoder and its cache -----------------------------------------------------------------------
+def test_the_numpy_encoder_matches_transformers_bert_with_the_same_weights():
+    """The numpy forward pass (attention, erf GELU, layer norms, mean pooling) against transformers'
+    BertModel loaded with the same dequantised weights: a reference implementation, not our own."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    import numpy as np
+
+    from hallmark.policy.encoder import shared_encoder
+
+    enc = shared_encoder()
+    d = enc.dim
+    config = transformers.BertConfig(
+        vocab_size=enc.word.shape[0],
+        hidden_size=d,
+        num_hidden_layers=len(enc.layers),
+        num_attention_heads=enc.n_heads,
+        intermediate_size=enc.layers[0][6].shape[1],
+        max_position_embeddings=enc.position.shape[0],
+        layer_norm_eps=1e-12,
+        hidden_act="gelu",
+    )
+    state = {
+        "embeddings.word_embeddings.weight": enc.word,
+        "embeddings.position_embeddings.weight": enc.position,
+        "embeddings.token_type_embeddings.weight": np.stack([enc.token_type, np.zeros_like(enc.token_type)]),
+        "embeddings.LayerNorm.weight": enc.ln[0],
+        "embeddings.LayerNorm.bias": enc.ln[1],
+    }
+    for i, (qkv, qkv_b, wo, bo, ln1w, ln1b, wi, bi, wo2, bo2, ln2w, ln2b) in enumerate(enc.layers):
+        p = f"encoder.layer.{i}."
+        for j, name in enumerate(("query", "key", "value")):
+            state[p + f"attention.self.{name}.weight"] = qkv[:, j * d : (j + 1) * d].T
+            state[p + f"attention.self.{name}.bias"] = qkv_b[j * d : (j + 1) * d]
+        state |= {
+            p + "attention.output.dense.weight": wo.T,
+            p + "attention.output.dense.bias": bo,
+            p + "attention.output.LayerNorm.weight": ln1w,
+            p + "attention.output.LayerNorm.bias": ln1b,
+            p + "intermediate.dense.weight": wi.T,
+            p + "intermediate.dense.bias": bi,
+            p + "output.dense.weight": wo2.T,
+            p + "output.dense.bias": bo2,
+            p + "output.LayerNorm.weight": ln2w,
+            p + "output.LayerNorm.bias": ln2b,
+        }
+    model = transformers.BertModel(config, add_pooling_layer=False).eval()
+    missing, unexpected = model.load_state_dict(
+        {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}, strict=False
+    )
+    assert not unexpected and all("position_ids" in k or "token_type_ids" in k for k in missing)
+    texts = [BENIGN[0], DISINFORMATION[2], IMPERSONATION[0] * 3]  # different lengths: padding in a batch
+    ours = enc.encode(texts)
+    for text, vector in zip(texts, ours, strict=True):
+        ids = torch.tensor([enc.token_ids(text)])
+        with torch.no_grad():
+            h = model(input_ids=ids).last_hidden_state[0].mean(0)
+        reference = (h / h.norm()).numpy()
+        assert np.abs(vector - reference).max() < 2e-5
+
+
+def test_a_screened_text_is_encoded_once(default: Policy, monkeypatch):
+    """Chat clients resend the conversation every turn: each message is encoded once, and a cached
+    vector gives the decision a fresh encoding gives."""
+    from hallmark.policy import classifier
+
+    calls: list[list[str]] = []
+    original = classifier.shared_encoder().encode
+    monkeypatch.setattr(
+        classifier.shared_encoder(), "encode", lambda texts: calls.append(texts) or original(texts)
+    )
+    system = {"role": "system", "content": "You answer questions about French geography. (test 7f3a)"}
+    first = [system, {"role": "user", "content": "Name three rivers in France. (test 7f3a)"}]
+    fresh = default.screen_messages(first)
+    again = default.screen_messages([*first, {"role": "assistant", "content": "The Seine..."}])
+    assert calls == [[m["content"] for m in first]] and again == fresh
+    turn = {"role": "user", "content": IMPERSONATION[1] + " (test 7f3a)"}
+    d = default.screen_messages([*first, turn])
+    assert calls[1:] == [[turn["content"]]] and d.action == "refuse"
+    monkeypatch.setattr(classifier, "_cache", type(classifier._cache)())  # an empty cache: encoded afresh
+    assert default.screen_messages([*first, turn]) == d and calls[2:] == [
+        [m["content"] for m in [*first, turn]]
+    ]
+
+
+def test_the_cache_is_bounded(monkeypatch):
+    from hallmark.policy import classifier
+
+    monkeypatch.setattr(classifier, "_CACHE_SIZE", 3)
+    monkeypatch.setattr(classifier, "_cache", type(classifier._cache)())
+    classifier._encode([f"text number {i}" for i in range(5)])
+    assert len(classifier._cache) == 3
+
+
 # -- off, loading, the environment -----------------------------------------------------------------
 def test_off_allows_everything():
     off = load_policy("off")

@@ -15,9 +15,11 @@ categories. Thresholds per category were chosen by grouped cross-validation on t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,14 +67,44 @@ class Head:
         return p / p.sum(axis=1, keepdims=True)
 
 
-def _encode(texts: Sequence[str]) -> np.ndarray:
-    # One BLAS thread: the encoder's matrices are small (tens of rows), and a multi-threaded BLAS
-    # competing with llama.cpp's threads for 2 cores measured 77 ms p50 / 810 ms p99 per request
-    # against 25 ms / 41 ms single-threaded on the same busy machine.
-    from threadpoolctl import threadpool_limits
+# Sentence vectors of texts screened lately, by a hash of the text. A chat client sends the whole
+# conversation every turn and each user and system message is screened, so without this a chat's
+# n-th turn encoded n messages again (21 ms each for a 40-word message on one core).
+_CACHE_SIZE = 4096  # 384 floats each: at most 6 MB
+_cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
+_cache_lock = threading.Lock()
 
-    with threadpool_limits(limits=1, user_api="blas"):
-        return shared_encoder().encode(list(texts))
+
+def _encode(texts: Sequence[str]) -> np.ndarray:
+    keys = [hashlib.blake2b(t.encode("utf-8", "surrogatepass"), digest_size=16).digest() for t in texts]
+    found: dict[int, np.ndarray] = {}
+    with _cache_lock:
+        for i, key in enumerate(keys):
+            if key in _cache:
+                _cache.move_to_end(key)
+                found[i] = _cache[key]
+    missing = [i for i in range(len(texts)) if i not in found]
+    if missing:
+        # One BLAS thread: the encoder's matrices are small (tens of rows), and a multi-threaded BLAS
+        # competing with llama.cpp's threads for 2 cores measured 77 ms p50 / 810 ms p99 per request
+        # against 25 ms / 41 ms single-threaded on the same busy machine (OpenBLAS's worker also spins
+        # for ~120 ms after each call: 140 ms of CPU per 17 ms encode, measured idle).
+        with _blas_controller().limit(limits=1, user_api="blas"):
+            vectors = shared_encoder().encode([texts[i] for i in missing])
+        with _cache_lock:
+            for i, vector in zip(missing, vectors, strict=True):
+                found[i] = _cache[keys[i]] = vector.copy()  # a row alone, not a view of the batch
+            while len(_cache) > _CACHE_SIZE:
+                _cache.popitem(last=False)
+    return np.stack([found[i] for i in range(len(texts))])
+
+
+@functools.cache
+def _blas_controller() -> Any:
+    # Made once: threadpool_limits() looks up the loaded BLAS libraries on every call (0.6 ms).
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def read_head(path: Path = HEAD_PATH) -> Head:

