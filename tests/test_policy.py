@@ -205,7 +205,7 @@ def test_a_screened_text_is_encoded_once(default: Policy, monkeypatch):
     turn = {"role": "user", "content": IMPERSONATION[1] + " (test 7f3a)"}
     d = default.screen_messages([*first, turn])
     assert calls[1:] == [[turn["content"]]] and d.action == "refuse"
-    monkeypatch.setattr(classifier, "_cache", type(classifier._cache)())  # an empty cache: encoded afresh
+    classifier.clear_cache()  # encoded afresh
     assert default.screen_messages([*first, turn]) == d and calls[2:] == [
         [m["content"] for m in [*first, turn]]
     ]
