@@ -2,16 +2,18 @@
 lookup decoding (`llama-lookup`, built from the llama.cpp sources vendored in llama-cpp-python, as
 bench/serve.py builds llama-server) on the same prompts, in one run.
 
-Workloads, from ../shared/data: XSum summaries, SQuAD answers and Tatoeba en->fr translations, each
-with hallmark's own task prompt for the model (few-shot text for gemma-3-270m, the chat template for
-SmolLM2: hallmark.tasks), and a plain chat prompt that copies nothing. Greedy decoding, so the
-three runs of a prompt can be compared token for token (hallmark on vs off) and llama-lookup
-(`--temp 0`) does the same work; one sequence at a time, 2 threads.
+Three modes per prompt: off; `always` (every draft found is verified); `adaptive` (the default
+SpeculativeConfig: drafts only where recent drafts pay for the verification costs the engine
+measures on this machine). Workloads, from ../shared/data: XSum summaries, SQuAD answers and
+Tatoeba en->fr translations, each with hallmark's own task prompt for the model (few-shot text for
+gemma-3-270m, the chat template for SmolLM2: hallmark.tasks), and a plain chat prompt that copies
+nothing. Greedy decoding, so the runs of a prompt can be compared token for token (each mode vs
+off) and llama-lookup (`--temp 0`) does the same work; one sequence at a time, 2 threads.
 
 Decode tokens/s excludes the prompt: hallmark's `predicted_n / predicted_ms` (the time from the first
-sampled token to the last), llama-lookup's "decoded N tokens in T seconds". Reported per model and
-workload: tokens/s off and on and their ratio, tokens per verification step (1 + accepted / steps),
-the share of outputs identical on and off, llama-lookup's tokens/s and hallmark-on / llama-lookup.
+sampled token to the last), llama-lookup's "decoded N tokens in T seconds". Reported per model,
+workload and mode: tokens/s and the ratio to off, tokens per verification step (1 + accepted /
+steps), the outputs identical to off, llama-lookup's tokens/s and hallmark / llama-lookup.
 
     python bench/speculative.py                      # both models, 8 prompts per workload
     python bench/speculative.py --prompts 3 --models smollm2-135m-instruct
@@ -173,64 +175,79 @@ def verify_costs(model: hallmark.Model, reps: int = 15) -> dict[str, float]:
     return {str(k): round(v / ms[1], 2) for k, v in ms.items()} | {"ms_1": round(ms[1], 2)}
 
 
+MODES = {
+    "off": None,
+    "always": SpeculativeConfig(adaptive=False),  # every draft found is verified
+    "adaptive": SpeculativeConfig(),  # drafts only where they pay for the costs measured here
+}
+
+
 def run_model(name: str, n: int, threads: int, lookup: Path | None) -> dict:
+    from hallmark.engine.speculative import step_costs
+
     model = hallmark.load(name, n_threads=threads, policy="off", n_ctx=4096)
     out = {}
     try:
         out["verify_cost"] = verify_costs(model)
         print(name, "verify cost (x one-token call)", out["verify_cost"], file=sys.stderr, flush=True)
+        # What the adaptive mode decides with: the engine's own measurement (64-token context).
+        out["engine_step_costs"] = list(step_costs(model.backend, 0, SpeculativeConfig().max_draft))
         for workload, prompts in workloads(model, n).items():
             cell = {
-                "off": [0, 0.0],
-                "on": [0, 0.0],
-                "drafted": 0,
-                "accepted": 0,
-                "identical": 0,
-                "prompts": 0,
+                m: {"tokens": 0, "seconds": 0.0, "drafted": 0, "accepted": 0, "identical": 0} for m in MODES
             }
-            cell["llama_lookup"] = [0, 0.0]
+            cell["llama_lookup"] = {"tokens": 0, "seconds": 0.0}
+            n_prompts = 0
             for prompt in prompts:
                 limit = MAX_TOKENS[workload]
                 outputs = {}
-                for on in (False, True):  # off first: it also warms the prompt's pages
-                    model.speculative = SpeculativeConfig() if on else None
+                for mode, config in MODES.items():  # off first: it also warms the prompt's pages
+                    model.speculative = config
                     req = request(model, prompt, limit)
                     result = next(r for _, r in model.generate_requests([req]))
-                    key = "on" if on else "off"
-                    cell[key][0] += result.timings.predicted_n
-                    cell[key][1] += result.timings.predicted_ms / 1e3
-                    outputs[on] = result.token_ids
-                    if on:
-                        cell["drafted"] += result.timings.draft_n
-                        cell["accepted"] += result.timings.draft_n_accepted
-                cell["identical"] += outputs[False] == outputs[True]
-                cell["prompts"] += 1
+                    c = cell[mode]
+                    c["tokens"] += result.timings.predicted_n
+                    c["seconds"] += result.timings.predicted_ms / 1e3
+                    c["drafted"] += result.timings.draft_n
+                    c["accepted"] += result.timings.draft_n_accepted
+                    outputs[mode] = result.token_ids
+                    c["identical"] += outputs[mode] == outputs["off"]
+                n_prompts += 1
                 if lookup is not None:
                     ll = llama_lookup(lookup, model.path, prompt_text(model, req.prompt_ids), limit, threads)
-                    cell["llama_lookup"][0] += ll["tokens"]
-                    cell["llama_lookup"][1] += ll["seconds"]
-            off = cell["off"][0] / cell["off"][1]
-            on = cell["on"][0] / cell["on"][1]
-            steps = cell["on"][0] - cell["accepted"]  # each verification step yields 1 + its accepted
-            row = {
-                "prompts": cell["prompts"],
-                "tokens_off": cell["off"][0],
-                "tok_s_off": round(off, 2),
-                "tok_s_on": round(on, 2),
-                "speedup": round(on / off, 3),
-                "drafted": cell["drafted"],
-                "accepted": cell["accepted"],
-                "tokens_per_step": round(cell["on"][0] / max(steps, 1), 3),
-                "identical": cell["identical"],
+                    cell["llama_lookup"]["tokens"] += ll["tokens"]
+                    cell["llama_lookup"]["seconds"] += ll["seconds"]
+            tok_s = {m: cell[m]["tokens"] / cell[m]["seconds"] for m in MODES}
+            row: dict = {
+                "prompts": n_prompts,
+                "tokens_off": cell["off"]["tokens"],
+                "tok_s_off": round(tok_s["off"], 2),
             }
+            for mode in ("always", "adaptive"):
+                c = cell[mode]
+                steps = c["tokens"] - c["accepted"]  # each verification step yields 1 + its accepted
+                row[mode] = {
+                    "tok_s": round(tok_s[mode], 2),
+                    "speedup": round(tok_s[mode] / tok_s["off"], 3),
+                    "drafted": c["drafted"],
+                    "accepted": c["accepted"],
+                    "tokens_per_step": round(c["tokens"] / max(steps, 1), 3),
+                    "identical": c["identical"],
+                }
             if lookup is not None:
-                ll = cell["llama_lookup"][0] / cell["llama_lookup"][1]
-                row |= {"tok_s_llama_lookup": round(ll, 2), "vs_llama_lookup": round(on / ll, 3)}
+                ll = cell["llama_lookup"]["tokens"] / cell["llama_lookup"]["seconds"]
+                row["tok_s_llama_lookup"] = round(ll, 2)
+                row["adaptive"]["vs_llama_lookup"] = round(tok_s["adaptive"] / ll, 3)
+                row["always"]["vs_llama_lookup"] = round(tok_s["always"] / ll, 3)
             out[workload] = row
             print(name, workload, row, file=sys.stderr, flush=True)
     finally:
         model.close()
     return out
+
+
+def rows(workloads: dict) -> list[dict]:
+    return [r for k, r in workloads.items() if k not in ("verify_cost", "engine_step_costs")]
 
 
 def main() -> None:
@@ -250,15 +267,16 @@ def main() -> None:
         "threads": args.threads,
         "prompts_per_workload": args.prompts,
         "max_tokens": MAX_TOKENS,
-        "config": vars(SpeculativeConfig()),
+        "config": {k: v for k, v in vars(SpeculativeConfig()).items() if k != "step_costs"},
         "llama_cpp": f"vendored in llama-cpp-python {LLAMA_CPP_PYTHON}, "
         "llama-lookup --spec-draft-n-max 4 --temp 0",
         "seconds": round(time.time() - t0),
         "results": results,
         "speedup_geomean": {
-            m: round(
-                float(np.exp(np.mean([np.log(r["speedup"]) for k, r in w.items() if k != "verify_cost"]))), 3
-            )
+            m: {
+                mode: round(float(np.exp(np.mean([np.log(r[mode]["speedup"]) for r in rows(w)]))), 3)
+                for mode in ("always", "adaptive")
+            }
             for m, w in results.items()
         },
     }

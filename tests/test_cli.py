@@ -298,6 +298,7 @@ SERVE_FLAGS = {  # today's flags and variables; renaming one breaks users' scrip
     "--zero-shot": "HALLMARK_ZERO_SHOT",
     # added with speculative decoding
     "--draft-max": "HALLMARK_DRAFT_MAX",
+    "--draft-mode": "HALLMARK_DRAFT_MODE",
 }
 
 

@@ -660,8 +660,9 @@ def load(
     Its disclosure settings decide how chats say they come from an AI. `lora`: LoRA adapter GGUFs
     every request runs with, after a registered model's own: a path, a (path, scale) pair, or a
     list of either (scale 1 by default). `speculative`: draft tokens by prompt lookup and verify
-    them several per backend call (True: the default SpeculativeConfig); the output is unchanged
-    where the backend's multi-token logits equal its one-token logits (engine/speculative.py).
+    them several per backend call (True: the default SpeculativeConfig, which drafts only where the
+    verification cost measured on this machine is paid back); the output is unchanged where the
+    backend's multi-token logits equal its one-token logits (engine/speculative.py).
     """
     if not isinstance(speculative, bool | SpeculativeConfig):
         raise HallmarkError(f"speculative must be True, False or a SpeculativeConfig, not {speculative!r}")

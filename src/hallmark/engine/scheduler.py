@@ -36,7 +36,7 @@ import numpy as np
 from hallmark.backends.base import AdapterSet, Backend, SequenceInput
 from hallmark.engine.request import Request, RequestStatus
 from hallmark.engine.results import StreamChunk
-from hallmark.engine.speculative import DraftState, SpeculativeConfig
+from hallmark.engine.speculative import DraftState, SpeculativeConfig, step_costs
 from hallmark.errors import HallmarkError
 
 log = logging.getLogger("hallmark.engine")
@@ -93,6 +93,12 @@ class Scheduler:
         self._lock = threading.Lock()
         self._last_submit = 0.0  # time.monotonic() of the latest submission
         self.wakeup = threading.Event()  # set when there is work; the engine thread waits on it
+        # What verifying 1 + k tokens costs here, for deciding when drafts pay (engine/speculative.py).
+        self.step_costs: tuple[float, ...] | None = None
+        if speculative is not None and speculative.adaptive:
+            self.step_costs = speculative.step_costs
+            if self.step_costs is None and self.free_slots:
+                self.step_costs = step_costs(backend, self.free_slots[0], speculative.max_draft)
 
     # -- any thread -----------------------------------------------------------------------------
     def submit(self, request: Request, sink: Any = None) -> Request:
@@ -200,7 +206,7 @@ class Scheduler:
                         continue  # a chunk of a long prompt: no token to sample yet
                     r.start_decoding(now)
                     if self.speculative is not None:
-                        r.drafts = DraftState(self.speculative, r.prompt_ids)
+                        r.drafts = DraftState(self.speculative, r.prompt_ids, self.step_costs)
                 if c.n_draft:
                     chunk = r.accept_draft(
                         rows, c.tokens[1:], self.backend, self.backend.n_ctx, self.model_name

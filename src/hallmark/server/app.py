@@ -79,7 +79,11 @@ def load_state(config: ServerConfig) -> ServerState:
                     watermark=config.watermark,
                     watermark_key=config.watermark_key,
                     policy=policy,
-                    speculative=SpeculativeConfig(max_draft=config.draft_max) if config.draft_max else False,
+                    speculative=SpeculativeConfig(
+                        max_draft=config.draft_max, adaptive=config.draft_mode == "adaptive"
+                    )
+                    if config.draft_max
+                    else False,
                 )
             )
         for (name, path, scale), info in zip(served_lora, infos, strict=True):

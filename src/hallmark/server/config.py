@@ -79,6 +79,12 @@ class ServerConfig:
         metavar="N",
         help="Speculative decoding: verify up to N tokens drafted by prompt lookup per step; 0 = off.",
     )
+    draft_mode: str = setting(
+        "adaptive",
+        choices=("adaptive", "always"),
+        help="With --draft-max: draft only where recent drafts pay for the measured cost of verifying "
+        "them (adaptive), or verify every draft found (always).",
+    )
     n_threads: int | None = setting(None, flag="--threads", min=1, help="CPU threads [default: all].")
     n_gpu_layers: int = setting(0, flag="--gpu-layers", help="Layers to offload to a GPU; -1 = all.")
     metrics: bool = setting(False, help="Serve Prometheus metrics at /metrics.")
