@@ -7,12 +7,13 @@ is of batching and decoding, not of prompt caching (all three have it).
 At concurrency 1, 4, 8 and 16 it reports TTFT, TPOT and ITL at p50/p99 and output tokens/s,
 over several rounds with the servers interleaved (the median round's tokens/s counts); then a
 soak run of 500 requests at mixed concurrency against hallmark (errors, RSS growth).
-hallmark runs with its watermark on, as it ships.
+hallmark runs with its watermark and request policy on, as it ships; `hallmark_policy_off` is the same
+server without the policy screen (the other servers screen nothing), so the two show what it costs.
 
 llama-server is built by this script from the llama.cpp sources vendored in the
 llama-cpp-python sdist (`pip download --no-binary`), into ~/.cache/hallmark-bench; never committed.
 
-    python bench/serve.py                      # everything (about 25 minutes on 2 cores)
+    python bench/serve.py                      # everything (about 35 minutes on 2 cores)
     python bench/serve.py --servers hallmark --no-soak
     python bench/serve.py --baseline 7e25356   # also hallmark at that commit, interleaved in the rounds
 
@@ -42,7 +43,9 @@ from benchmark_tables import serve_table as markdown
 RESULTS = Path(__file__).parent / "results"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hallmark-bench"
 LLAMA_CPP_PYTHON = "0.3.36"
-SERVERS = ("hallmark", "llama_cpp_server", "llama_server")
+# hallmark_policy_off: hallmark as shipped but without request screening (--policy off), which the
+# other servers do not do: the difference is what screening costs (~21 ms of one core a request).
+SERVERS = ("hallmark", "hallmark_policy_off", "llama_cpp_server", "llama_server")
 BASELINE = None  # a baseline.Baseline when --baseline is given: the server kind "hallmark_baseline"
 REQUEST_NUMBERS = itertools.count()
 PROMPT = (
@@ -121,7 +124,7 @@ def start(kind: str, model_path: Path, slots: int, n_ctx: int, threads: int) -> 
     if kind == "hallmark_baseline":  # the same command, with the baseline revision's hallmark
         assert BASELINE is not None, "hallmark_baseline needs --baseline REF"
         env = BASELINE.env(env)
-    if kind in ("hallmark", "hallmark_baseline"):
+    if kind in ("hallmark", "hallmark_baseline", "hallmark_policy_off"):
         cmd = [
             sys.executable,
             "-m",
@@ -139,6 +142,7 @@ def start(kind: str, model_path: Path, slots: int, n_ctx: int, threads: int) -> 
             "--max-queue",
             "1000",
             "--no-log",
+            *(["--policy", "off"] if kind == "hallmark_policy_off" else []),
         ]
     elif kind == "llama_cpp_server":
         cmd = [

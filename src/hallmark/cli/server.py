@@ -81,6 +81,7 @@ def serve(
       HALLMARK_API_KEY=s3cret hallmark serve --parallel 16
       hallmark serve ./my-model.gguf --api-key-file ~/.config/hallmark/api-keys
       hallmark serve -m smollm2 --lora tuned=./tuned.gguf
+      hallmark serve gemma-3-270m --draft-max 4   # speculative decoding where it pays
     \b
     Then, with the official client:
       OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="s3cret")
