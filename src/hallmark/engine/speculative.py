@@ -30,9 +30,9 @@ tokens each draft would have kept: a draft it does not send is compared with the
 request goes on to produce (they are the same tokens whether or not drafts are verified). From
 the last `window` drafts' kept lengths a_i (and one pseudo-draft that kept nothing) it drafts k
 tokens only when (1 + mean(min(a_i, k))) / step_costs[k], the expected tokens per unit of time,
-beats one-token steps by `min_gain`. So a
-request that copies (a quoted name, a repeated list) drafts while it copies and stops when it
-does not, and on hardware where verification is expensive it rarely drafts at all.
+beats one-token steps by `min_gain`. So a request that copies (a quoted name, a repeated list)
+drafts while it copies and stops when it does not, and on hardware where verification is
+expensive it rarely drafts at all.
 Without `adaptive`, every draft found is verified, pausing after wholly rejected ones (`backoff`).
 """
 
@@ -103,8 +103,8 @@ def lookup_draft(tokens: np.ndarray, max_draft: int, max_ngram: int = 3, min_ngr
     largest n in [min_ngram, max_ngram] that occurs earlier; at most `max_draft` of them.
 
     One pass over the tokens finds the earlier positions of the last token; longer matches are then
-    checked at those positions only (12 us for 1,500 tokens, against 190 us for sliding windows of
-    every length: it runs every decode step)."""
+    checked at those positions only. It runs every decode step: 26 us for 1,500 tokens of real text
+    (3 us for random ids), against 119 us (190 us) for sliding windows of every length."""
     n_tokens = tokens.shape[0]
     ends = np.flatnonzero(tokens[: n_tokens - 1] == tokens[n_tokens - 1]) if n_tokens > 1 else tokens[:0]
     if ends.shape[0] == 0:
@@ -190,6 +190,8 @@ class DraftState:
         self.drafted += drafted
         self.accepted += accepted
         self.kept.append(accepted)
+        if self.config.adaptive:
+            return  # the kept lengths decide; the back-off is for drafting without them
         if drafted and not accepted:
             self._pause = self._backoff
             self._backoff = min(2 * self._backoff, self.config.max_backoff)
