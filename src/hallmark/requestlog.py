@@ -167,6 +167,15 @@ def default_path() -> Path:
     return Path(base) / "hallmark" / "logs.db"
 
 
+class LoggedRequestNotFound(HallmarkError, LookupError):
+    """No logged request has that id. `request_id` is what was asked for; the message also names
+    the log's file, which a server keeps from its clients."""
+
+    def __init__(self, request_id: str, path: object):
+        super().__init__(f"no logged request with id {request_id!r} in {path}")
+        self.request_id = request_id
+
+
 @dataclass
 class LogRecord:
     id: str
@@ -415,7 +424,7 @@ class RequestLog:
         if rows and rows[0]["id"] == request_id:
             return _decode(rows[0])
         if not rows:
-            raise HallmarkError(f"no logged request with id {request_id!r} in {self.path}")
+            raise LoggedRequestNotFound(request_id, self.path)
         if len(rows) > 1:
             raise HallmarkError(f"{request_id!r} matches more than one logged request; give more of the id")
         return _decode(rows[0])

@@ -26,7 +26,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
 
 from hallmark.errors import HallmarkError
-from hallmark.requestlog import MAX_ID_CHARS, Outcome
+from hallmark.requestlog import MAX_ID_CHARS, LoggedRequestNotFound, Outcome
 from hallmark.server.errors import APIError, to_api_error
 from hallmark.server.protocol import VerifyRequest
 from hallmark.server.serving import ServerState
@@ -97,11 +97,9 @@ def install_web(app: FastAPI, state: ServerState) -> None:
         log = _readable_log(state, request)
         try:
             row = await asyncio.to_thread(log.get, request_id)
+        except LoggedRequestNotFound:  # its message names the log's path: not the client's
+            raise APIError(404, f"no logged request with id {request_id!r}", type="not_found_error") from None
         except HallmarkError as e:
-            if str(e).startswith("no logged request"):  # its message names the log's path: not the client's
-                raise APIError(
-                    404, f"no logged request with id {request_id!r}", type="not_found_error"
-                ) from None
             raise APIError(400, str(e), param="request_id") from None
         return JSONResponse(row)
 
